@@ -1,0 +1,279 @@
+"""`wormhole`: the same API as ubus, for people. Argument parsing and output formatting only.
+
+`--json` prints exactly the ubus reply of the matching method; the exit status is 1 when
+that reply holds an error, 2 for a usage error.
+"""
+
+import argparse
+import json
+import sys
+
+from . import api
+
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message):
+        self.print_usage(sys.stderr)
+        sys.stderr.write("wormhole: %s\n" % message)
+        sys.exit(EXIT_USAGE)
+
+
+def _proto_port(text):
+    """'tcp:443' -> ('tcp', '443'); a bare '443' means tcp."""
+    if ":" in text:
+        proto, port = text.split(":", 1)
+    else:
+        proto, port = "tcp", text
+    return proto.lower(), port
+
+
+def _host_port(text):
+    """'192.168.1.20:443', '[2001:db8::1]:443', '192.168.1.20' or '2001:db8::1' -> (host, port|None)."""
+    if text.startswith("["):
+        host, _, rest = text[1:].partition("]")
+        return host, (rest[1:] if rest.startswith(":") else None)
+    if text.count(":") == 1:
+        host, port = text.split(":")
+        return host, port
+    return text, None
+
+
+def build_parser():
+    p = _Parser(prog="wormhole", description="Inbound services under a VPN kill-switch, and port forwards.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    inbound = sub.add_parser("inbound", help="exemptions: reply-path routing for inbound services")
+    isub = inbound.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    isub.required = True
+    _json(isub.add_parser("list", help="list exemptions"))
+    a = isub.add_parser("add", help="add an exemption, e.g. tcp:443")
+    a.add_argument("spec", metavar="PROTO:PORT", help="tcp|udp|tcpudp : N or N-M")
+    a.add_argument("--label", help="free text shown in lists and rule comments")
+    a.add_argument("--interface", help="uplink whose inbound connections are covered (default wan)")
+    a.add_argument("--family", choices=("any", "ipv4", "ipv6"))
+    a.add_argument("--open", action="store_true", help="also accept the port in the firewall input")
+    a.add_argument("--disabled", action="store_true", help="add it switched off")
+    _json(a)
+    d = isub.add_parser("del", help="delete exemptions by PROTO:PORT or by id")
+    d.add_argument("spec", metavar="PROTO:PORT|ID")
+    d.add_argument("--interface")
+    _json(d)
+    for verb in ("enable", "disable"):
+        x = isub.add_parser(verb, help="%s an exemption by id" % verb)
+        x.add_argument("id")
+        _json(x)
+
+    forward = sub.add_parser("forward", help="redirects: port forwards to a LAN host or over a tunnel")
+    fsub = forward.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
+    fsub.required = True
+    _json(fsub.add_parser("list", help="list forwards"))
+    f = fsub.add_parser("add", help="add a forward, e.g. tcp:8443 192.168.1.20:443")
+    f.add_argument("spec", metavar="PROTO:PORT", help="public side: tcp|udp|tcpudp : N or N-M")
+    f.add_argument("dest", metavar="HOST[:PORT]", help="destination; [v6]:port for IPv6")
+    f.add_argument("--label")
+    f.add_argument("--src", help="uplink the connection arrives on (default wan)")
+    f.add_argument("--src-dip", help="only this public destination address")
+    f.add_argument("--allow", action="append", metavar="CIDR", help="allowed client address/prefix (repeatable)")
+    f.add_argument("--snat", action="store_true", help="masquerade: the destination sees this router")
+    f.add_argument("--mss", help="clamp TCP MSS to this value (default: from the route MTU)")
+    f.add_argument("--no-reply", action="store_true", help="do not route replies back out of the uplink")
+    f.add_argument("--disabled", action="store_true")
+    _json(f)
+    fd = fsub.add_parser("del", help="delete forwards by PROTO:PORT or by id")
+    fd.add_argument("spec", metavar="PROTO:PORT|ID")
+    fd.add_argument("--src")
+    _json(fd)
+    for verb in ("enable", "disable"):
+        x = fsub.add_parser(verb, help="%s a forward by id" % verb)
+        x.add_argument("id")
+        _json(x)
+
+    r = sub.add_parser("render", help="print the generated rules without applying them")
+    g = r.add_mutually_exclusive_group()
+    g.add_argument("--fw4", dest="backend", action="store_const", const="fw4")
+    g.add_argument("--fw3", dest="backend", action="store_const", const="fw3")
+    _json(r)
+    for name, text in (("status", "firewall backend, kill-switch, last apply, warnings"),
+                       ("check", "diagnose rules, routes, listeners and forwards"),
+                       ("apply", "apply the configuration now"),
+                       ("list", "list exemptions and forwards")):
+        _json(sub.add_parser(name, help=text))
+    sub.add_parser("cleanup", help="remove every rule, route and file wormhole installed (uninstall)")
+    return p
+
+
+def _json(p):
+    p.add_argument("--json", action="store_true", help="print the ubus reply as JSON")
+
+
+def _to_request(ns):
+    """(method, args) for a parsed command line."""
+    cmd, action = ns.command, getattr(ns, "action", None)
+    if cmd in ("status", "check", "apply", "list"):
+        return cmd, {}
+    if cmd == "render":
+        return "render", ({"backend": ns.backend} if ns.backend else {})
+    stype = "exemption" if cmd == "inbound" else "redirect"
+    if action == "list":
+        return "list", {}
+    if action in ("enable", "disable"):
+        return "update", {"id": ns.id, "enabled": action == "enable"}
+    if action == "del":
+        if ":" not in ns.spec and not ns.spec.isdigit():
+            return "del", {"id": ns.spec}
+        proto, port = _proto_port(ns.spec)
+        args = {"type": stype, "proto": proto, "port": port}
+        uplink = ns.interface if cmd == "inbound" else ns.src
+        if uplink:
+            args["interface"] = uplink
+        return "del", args
+    proto, port = _proto_port(ns.spec)
+    if cmd == "inbound":
+        args = {"proto": proto, "port": port}
+        _put(args, label=ns.label, interface=ns.interface, family=ns.family)
+        if ns.open:
+            args["open"] = True
+    else:
+        host, dport = _host_port(ns.dest)
+        args = {"type": "redirect", "proto": proto, "src_dport": port, "dest_ip": host}
+        _put(args, dest_port=dport, label=ns.label, src=ns.src, src_dip=ns.src_dip, mss=ns.mss)
+        if ns.allow:
+            args["src_ip"] = ns.allow
+        if ns.snat:
+            args["snat"] = True
+        if ns.no_reply:
+            args["reply"] = False
+    if ns.disabled:
+        args["enabled"] = False
+    return "add", args
+
+
+def _put(args, **kw):
+    args.update({k: v for k, v in kw.items() if v is not None})
+
+
+# --- human output ------------------------------------------------------------------------
+
+def _table(rows, headers):
+    widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
+    lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
+    for r in rows:
+        lines.append("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+    return "\n".join(lines)
+
+
+def _show_list(reply, which):
+    out = []
+    if which in ("exemption", None):
+        rows = [(e["id"], e.get("proto", "?"), e.get("port", "?"), e.get("interface", "?"), e.get("family", ""),
+                 "yes" if e.get("open") else "", e["status"] + (": " + e["error"] if e.get("error") else ""),
+                 e.get("hits", 0), e.get("label") or "") for e in reply["exemptions"]]
+        out.append(_table(rows, ("ID", "PROTO", "PORT", "UPLINK", "FAMILY", "OPEN", "STATUS", "HITS", "LABEL"))
+                   if rows else "no exemptions")
+    if which in ("redirect", None):
+        rows = []
+        for e in reply["redirects"]:
+            dest = e.get("dest_ip", "?")
+            dest = "[%s]" % dest if ":" in str(dest) else dest
+            rows.append((e["id"], e.get("proto", "?"), e.get("src_dport", "?"), e.get("src", "?"),
+                         "%s:%s" % (dest, e.get("dest_port", "?")), "snat" if e.get("snat") else "client",
+                         e["status"] + (": " + e["error"] if e.get("error") else ""), e.get("hits", 0),
+                         e.get("label") or ""))
+        out.append(_table(rows, ("ID", "PROTO", "PUBLIC", "UPLINK", "DESTINATION", "SOURCE", "STATUS", "HITS", "LABEL"))
+                   if rows else "no forwards")
+    return "\n\n".join(out)
+
+
+def _show_status(r):
+    ks = r["killswitch"]
+    last = r["last_apply"]
+    lines = [
+        "wormhole:    %s (firewall backend %s)" % ("enabled" if r["enabled"] else "disabled", r["backend"]),
+        "kill-switch: %s" % (("active via %s" % ks.get("via")) if ks.get("active") else "off") + " - " + ks.get("reason", ""),
+        "last apply:  %s" % ("never" if last["ok"] is None else ("ok at %s" % last["time"]) if last["ok"]
+                             else "FAILED at %s: %s" % (last["time"], last["error"])),
+        "entries:     %(exemptions)d exemptions, %(redirects)d forwards, %(active)d active, %(errors)d with errors" % r["counts"],
+    ]
+    for u in r["uplinks"]:
+        lines.append("uplink %s: device %s, gateway %s%s, %s, rp_filter %s%s" % (
+            u["name"], u["device"], u.get("gateway") or "-", (" / %s" % u["gateway6"]) if u.get("gateway6") else "",
+            "up" if u.get("up") else "DOWN", u.get("rp_filter"), " (src_valid_mark)" if u.get("src_valid_mark") else ""))
+    for w in r["warnings"]:
+        lines.append("warning: %s" % w)
+    return "\n".join(lines)
+
+
+def _show_check(r):
+    marks = {"ok": "ok   ", "warn": "WARN ", "error": "ERROR"}
+    lines = ["%s %s" % (marks.get(f["level"], f["level"]), f["message"]) for f in r.get("findings", [])]
+    lines.append("check: %s" % ("all good" if r.get("ok") else "problems found"))
+    return "\n".join(lines)
+
+
+def _show_render(r):
+    out = []
+    for path, text in sorted(r["files"].items()):
+        out.append("# ==> %s <==" % path)
+        out.append(text.rstrip("\n") if text is not None else "# (removed)")
+    out.append("# ==> routing <==")
+    for rule in r["routing"]["rules"]:
+        out.append("ip %s rule add priority %s%s fwmark %s lookup %s" % (
+            "-4" if rule["family"] == "ipv4" else "-6", rule["priority"],
+            (" iif %s" % rule["iif"]) if rule.get("iif") else "", rule["fwmark"], rule["table"]))
+    for route in r["routing"]["routes"]:
+        out.append("ip %s route replace default%s dev %s table %s" % (
+            "-4" if route["family"] == "ipv4" else "-6", (" via %s" % route["via"]) if route.get("via") else "",
+            route["dev"], route["table"]))
+    for w in r.get("warnings", []):
+        out.append("# warning: %s" % w)
+    return "\n".join(out)
+
+
+def _show(method, ns, reply):
+    if method == "list":
+        return _show_list(reply, {"inbound": "exemption", "forward": "redirect"}.get(ns.command))
+    if method == "status":
+        return _show_status(reply)
+    if method == "check":
+        return _show_check(reply)
+    if method == "render":
+        return _show_render(reply)
+    if method == "add":
+        return "added %s" % reply["id"]
+    if method == "update":
+        return "updated %s" % reply["id"]
+    if method == "del":
+        return "deleted %s" % ", ".join(reply["deleted"])
+    if method == "apply":
+        return "\n".join(["applied"] + ["warning: %s" % w for w in reply.get("warnings", [])])
+    return json.dumps(reply, indent=1)
+
+
+def main(argv=None):
+    ns = build_parser().parse_args(argv)
+    if ns.command == "cleanup":
+        return _cleanup()
+    method, args = _to_request(ns)
+    reply = api.call(method, args)
+    if getattr(ns, "json", False):
+        sys.stdout.write(json.dumps(reply, indent=1, sort_keys=True) + "\n")
+    elif "error" in reply:
+        err = reply["error"]
+        sys.stderr.write("wormhole: %s (%s)\n" % (err["message"], err["code"]))
+    else:
+        sys.stdout.write(_show(method, ns, reply) + "\n")
+    return EXIT_ERROR if "error" in reply else 0
+
+
+def _cleanup():
+    from . import apply as applier
+    from . import config
+    with api.locked():
+        errors = applier.remove_everything(config.load().main)
+    for e in errors:
+        sys.stderr.write("wormhole: cleanup: %s\n" % e)
+    return EXIT_ERROR if errors else 0

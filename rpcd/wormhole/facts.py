@@ -1,0 +1,248 @@
+"""System facts: uplinks, firewall backend, kill-switch state, live counters, sysctls.
+
+With `config` this is the only reader of the system. Facts are plain JSON-able data so
+render stays pure and tests can pin them. The kernel is asked, never guessed at: the
+kill-switch is whatever `ip route get` says a public destination uses.
+"""
+
+import ipaddress
+import os
+
+from . import paths, state, system
+from .config import uplink_of
+from .render.common import assign_uplink_indices
+
+# Documentation addresses: routed by the default route everywhere, never contacted
+# (a route lookup sends nothing).
+PROBE4 = "198.51.100.254"
+PROBE6 = "2001:db8:ffff::1"
+IFF_POINTOPOINT = 0x10
+
+
+def backend(cfg):
+    configured = cfg.main.get("backend", "auto")
+    if configured != "auto":
+        return configured
+    return "fw4" if os.path.exists(paths.under_root(paths.FW4_BIN)) else "fw3"
+
+
+def gather(cfg, with_counters=True):
+    """Everything render and status need, as plain data."""
+    fw = backend(cfg)
+    ups = uplinks(cfg)
+    previous = state.applied().get("uplink_index", {})
+    names = [n for n in cfg.uplink_names() if n in ups]
+    facts = {
+        "backend": fw,
+        "uplinks": ups,
+        "uplink_index": assign_uplink_indices(names, previous),
+        "dest_mtu": dest_mtus(cfg),
+        "counters": {},
+    }
+    if with_counters:
+        facts["counters"] = nft_counters() if fw == "fw4" else {}
+    return facts
+
+
+# --- uplinks ---------------------------------------------------------------------------
+
+def netifd_interfaces():
+    """`network.interface dump` through python3-ubus; None where there is no netifd."""
+    try:
+        import ubus
+    except ImportError:
+        return None
+    try:
+        ubus.connect()
+        try:
+            reply = ubus.call("network.interface", "dump", {})
+        finally:
+            ubus.disconnect()
+    except Exception:  # noqa: BLE001 - ubus raises bare RuntimeError/IOError variants
+        return None
+    dump = reply[0] if isinstance(reply, list) and reply else reply
+    return parse_netifd_dump(dump or {})
+
+
+def parse_netifd_dump(dump):
+    """{name: {device, gateway, gateway6, up}} from a netifd interface dump.
+
+    OpenWrt keeps IPv6 on a sibling interface (wan6 on the same device), so an interface
+    without an IPv6 default route borrows the gateway of a sibling on its device.
+    """
+    out = {}
+    for itf in dump.get("interface", []):
+        name = itf.get("interface")
+        if not name:
+            continue
+        dev = itf.get("l3_device") or itf.get("device")
+        gw4 = gw6 = None
+        for route in itf.get("route", []) + itf.get("inactive", {}).get("route", []):
+            if route.get("mask") == 0 and route.get("nexthop"):
+                if ":" in route.get("target", ""):
+                    gw6 = gw6 or route["nexthop"]
+                else:
+                    gw4 = gw4 or route["nexthop"]
+        out[name] = {"device": dev, "gateway": gw4, "gateway6": gw6, "up": bool(itf.get("up"))}
+    for name, fact in out.items():
+        if not fact["gateway6"]:
+            for other in out.values():
+                if other is not fact and other["device"] == fact["device"] and other["gateway6"]:
+                    fact["gateway6"] = other["gateway6"]
+                    break
+    return out
+
+
+def uplinks(cfg):
+    netifd = netifd_interfaces() or {}
+    out = {}
+    for name in cfg.uplink_names():
+        fact = dict(netifd.get(name, {}))
+        override = cfg.uplinks.get(name, {})
+        for key in ("device", "gateway", "gateway6"):
+            if override.get(key) is not None:
+                fact[key] = str(override[key])
+        if not fact.get("device"):
+            continue
+        link = _link(fact["device"])
+        fact["up"] = bool(link) and fact.get("up", True) and "UP" in link.get("flags", [])
+        fact["p2p"] = bool(link) and "POINTOPOINT" in link.get("flags", [])
+        fact["mtu"] = link.get("mtu") if link else None
+        if not fact.get("gateway"):
+            fact["gateway"] = _kernel_gateway(fact["device"], "-4")
+        if not fact.get("gateway6"):
+            fact["gateway6"] = _kernel_gateway(fact["device"], "-6")
+        out[name] = fact
+    return out
+
+
+def _link(dev):
+    data = system.run_json(["ip", "-j", "link", "show", "dev", dev])
+    return data[0] if data else None
+
+
+def _kernel_gateway(dev, fam):
+    """The gateway of a default route through `dev` in the main table, if any."""
+    data = system.run_json(["ip", "-j", fam, "route", "show", "default", "dev", dev]) or []
+    for route in data:
+        if route.get("gateway"):
+            return route["gateway"]
+    return None
+
+
+def dest_mtus(cfg):
+    """Route MTU toward each redirect destination (for the SYN-ACK clamp)."""
+    out = {}
+    for e in cfg.active("redirect"):
+        dest = str(e.rec["dest_ip"])
+        if dest in out:
+            continue
+        route = route_get(dest)
+        if not route:
+            continue
+        mtu = route.get("mtu") or (_link(route["dev"]) or {}).get("mtu") if route.get("dev") else None
+        if mtu:
+            out[dest] = int(mtu)
+    return out
+
+
+def route_get(dest, extra=()):
+    data = system.run_json(["ip", "-j", "route", "get", dest] + list(extra))
+    return data[0] if data else None
+
+
+# --- kill-switch -----------------------------------------------------------------------
+
+def killswitch(ups):
+    """{active, via, reason}: active when public destinations are not routed out of an uplink."""
+    devices = {u["device"] for u in ups.values() if u.get("device")}
+    if not devices:
+        return {"active": False, "via": None, "reason": "no uplink is known"}
+    checks = [("the router", PROBE4, ()), ("the router (IPv6)", PROBE6, ())]
+    for dev, src in lan_sources(devices):
+        checks.append(("LAN %s" % dev, PROBE4, ("from", src, "iif", dev)))
+    for who, probe, extra in checks:
+        route = route_get(probe, extra)
+        if not route or not route.get("dev"):
+            continue
+        if route["dev"] not in devices:
+            return {"active": True, "via": route["dev"],
+                    "reason": "traffic from %s to the internet leaves by %s, not by an uplink" % (who, route["dev"])}
+    return {"active": False, "via": None, "reason": "traffic to the internet leaves by the uplink"}
+
+
+def lan_sources(uplink_devices):
+    """(device, a neighbour address) for private IPv4 subnets on non-uplink devices."""
+    data = system.run_json(["ip", "-j", "-4", "addr", "show"]) or []
+    out = []
+    for link in data:
+        dev = link.get("ifname")
+        if not dev or dev in uplink_devices or dev == "lo" or "POINTOPOINT" in link.get("flags", []):
+            continue
+        for a in link.get("addr_info", []):
+            try:
+                itf = ipaddress.ip_interface("%s/%s" % (a["local"], a["prefixlen"]))
+            except (KeyError, ValueError):
+                continue
+            if not itf.ip.is_private or itf.network.prefixlen > 30:
+                continue
+            neighbour = itf.ip + 1 if itf.ip + 1 in itf.network and itf.ip + 1 != itf.network.broadcast_address else itf.ip - 1
+            out.append((dev, str(neighbour)))
+            break
+    return out
+
+
+# --- counters --------------------------------------------------------------------------
+
+def nft_counters():
+    """{map: {element key text: [packets, bytes]}} from the live `table inet wormhole`."""
+    data = system.run_json(["nft", "-j", "list", "table", "inet", "wormhole"])
+    out = {}
+    for obj in (data or {}).get("nftables", []):
+        m = obj.get("map")
+        if not m or not (m.get("name", "").startswith("in_") or m.get("name", "").startswith("dnat_")):
+            continue
+        elems = {}
+        for item in m.get("elem", []):
+            key, counter = _element(item)
+            if key is not None:
+                elems[key] = counter
+        out[m["name"]] = elems
+    return out
+
+
+def _element(item):
+    """One JSON map element -> ("ipv4 . tcp . 443", [packets, bytes])."""
+    if isinstance(item, list) and item:
+        item = item[0]
+    elem = item.get("elem", item) if isinstance(item, dict) else None
+    if not isinstance(elem, dict):
+        return None, None
+    val = elem.get("val")
+    parts = val.get("concat") if isinstance(val, dict) else None
+    if not parts:
+        return None, None
+    text = []
+    for p in parts:
+        if isinstance(p, dict) and "range" in p:
+            text.append("%s-%s" % tuple(p["range"]))
+        else:
+            text.append(str(p))
+    counter = elem.get("counter") or {}
+    return " . ".join(text), [int(counter.get("packets", 0)), int(counter.get("bytes", 0))]
+
+
+# --- sysctls ----------------------------------------------------------------------------
+
+def rp_filter(dev):
+    """(effective rp_filter, src_valid_mark) for a device: the kernel uses max(all, dev)."""
+    base = "/proc/sys/net/ipv4/conf/%s/"
+    vals = []
+    for d in ("all", dev):
+        vals.append(int(system.read_sys(base % d + "rp_filter", "0") or 0))
+    svm = max(int(system.read_sys(base % d + "src_valid_mark", "0") or 0) for d in ("all", dev))
+    return max(vals), svm
+
+
+def entry_uplink(entry):
+    return uplink_of(entry)

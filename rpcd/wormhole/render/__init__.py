@@ -1,0 +1,24 @@
+"""Pure rendering: config records + system facts -> generated files and the routing plan.
+
+No I/O and no clock here; golden tests pin the complete output (tests/golden/).
+"""
+
+from . import iptables, nft, routing
+from .common import assign_uplink_indices, build_model
+
+__all__ = ["render", "assign_uplink_indices", "build_model"]
+
+
+def render(cfg, facts, backend):
+    """{"files": {path: text|None}, "routing": {...}, "skipped": {id: reason}, "warnings": [...]}.
+
+    `backend` is "fw4" or "fw3". A file mapped to None is to be removed.
+    """
+    model = build_model(cfg, facts)
+    files = nft.render(model) if backend == "fw4" else iptables.render(model)
+    return {
+        "files": files,
+        "routing": routing.plan(model),
+        "skipped": dict(model.skipped),
+        "warnings": list(model.warnings),
+    }

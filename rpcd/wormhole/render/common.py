@@ -1,0 +1,213 @@
+"""What both firewall renderers share: the mark layout, quoting, and the normalised model.
+
+`build_model(cfg, facts)` resolves everything render needs into plain data (uplinks with
+their numbers and devices, the elements each entry contributes, skipped entries with
+their reasons); the nft and iptables renderers only format that model.
+"""
+
+import re
+
+from .. import schema
+from ..config import uplink_of
+
+# Characters that may appear inside a quoted comment in both nft and iptables-restore.
+# nft has no escape for '"' inside a string and iptables-restore treats '\' specially,
+# so those two (and control characters) are replaced, never passed through.
+_COMMENT_MAX_BYTES = 200
+_IDENT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+
+
+def quote(text):
+    """The one way free text (labels, ids) reaches rule text: a double-quoted, inert comment."""
+    out = []
+    size = 2
+    for ch in str(text):
+        if ch == '"':
+            ch = "'"
+        elif ch == "\\":
+            ch = "/"
+        elif not ch.isprintable():
+            ch = " "
+        n = len(ch.encode("utf-8"))
+        if size + n > _COMMENT_MAX_BYTES:
+            break
+        out.append(ch)
+        size += n
+    return '"' + "".join(out) + '"'
+
+
+def entry_tag(entry):
+    """How rules name the entry they come from: its id, then its label."""
+    label = entry.rec.get("label")
+    return "%s %s" % (entry.id, label) if label else entry.id
+
+
+def ident(name):
+    """Identifiers (section ids, uplink names) used in chain/set names must match an allow-list."""
+    if not _IDENT_RE.match(name):
+        raise ValueError("not a safe identifier: %r" % name)
+    return name
+
+
+def ifname(name):
+    """Device names go into rule text quoted; they were validated as [A-Za-z0-9_.-]{1,15}."""
+    return '"' + schema.parse_ifname(name) + '"'
+
+
+class Marks:
+    """The mark layout inside mark_mask: uplink number, and three flag bits above it."""
+
+    def __init__(self, mask):
+        self.mask = mask
+        self.shift = (mask & -mask).bit_length() - 1
+        self.uplink = 0xF << self.shift
+        self.published = 0x10 << self.shift    # a redirect's flow: accept in forward/input
+        self.opened = 0x20 << self.shift       # an exemption with open=1: accept in input
+        self.masq = 0x40 << self.shift         # a redirect with snat=1: masquerade
+
+    def of(self, index):
+        return index << self.shift
+
+
+def hexmark(v):
+    return "0x%08x" % v
+
+
+def inverted(bits):
+    return hexmark(~bits & 0xFFFFFFFF)
+
+
+PROTO_LIST = {"tcp": ("tcp",), "udp": ("udp",), "tcpudp": ("tcp", "udp")}
+FAMILY_LIST = {"any": (4, 6), "ipv4": (4,), "ipv6": (6,)}
+NFPROTO = {4: "ipv4", 6: "ipv6"}
+
+
+class Uplink:
+    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "mark")
+
+    def __init__(self, name, index, fact, marks):
+        self.name = name
+        self.index = index
+        self.device = fact["device"]
+        self.gateway = fact.get("gateway")
+        self.gateway6 = fact.get("gateway6")
+        self.p2p = bool(fact.get("p2p"))
+        self.mark = marks.of(index)
+
+
+class Element:
+    """One public (family, proto, ports) key of an entry on an uplink."""
+
+    __slots__ = ("family", "proto", "ports", "entry")
+
+    def __init__(self, family, proto, ports, entry):
+        self.family = family
+        self.proto = proto
+        self.ports = ports
+        self.entry = entry
+
+    def nft_key(self):
+        return "%s . %s . %s" % (NFPROTO[self.family], self.proto, schema.format_port_range(self.ports))
+
+
+class Model:
+    def __init__(self, cfg, facts):
+        self.main = cfg.main
+        self.marks = Marks(cfg.main["mark_mask"])
+        self.priority = cfg.main["priority"]
+        self.table_base = cfg.main["table_base"]
+        self.uplinks = []           # [Uplink] with at least one entry, by index
+        self.inbound = {}           # uplink name -> [Element] marked on arrival
+        self.opened = {}            # uplink name -> set of entry ids with open=1
+        self.redirects = {}         # uplink name -> [Entry]
+        self.skipped = {}           # entry id -> reason
+        self.warnings = []
+        self.dest_mtu = facts.get("dest_mtu", {})
+        self.counters = facts.get("counters", {})
+
+
+def build_model(cfg, facts):
+    m = Model(cfg, facts)
+    if not cfg.main["enabled"]:
+        return m
+    known = facts.get("uplinks", {})
+    indices = facts.get("uplink_index", {})
+    used = {}
+    for e in cfg.active():
+        name = uplink_of(e)
+        fact = known.get(name)
+        if not fact or not fact.get("device"):
+            m.skipped[e.id] = "uplink %r is unknown (declare `config uplink '%s'` with its device, or check the network name)" % (name, name)
+            continue
+        if name not in indices:
+            m.skipped[e.id] = "uplink %r has no mark number (more than 15 uplinks?)" % name
+            continue
+        if name not in used:
+            used[name] = Uplink(name, indices[name], fact, m.marks)
+        _add_entry(m, e, name)
+    m.uplinks = sorted(used.values(), key=lambda u: u.index)
+    for u in m.uplinks:
+        _warn_missing_gateways(m, u)
+    return m
+
+
+def _add_entry(m, e, uplink):
+    r = e.rec
+    if e.type == "exemption":
+        for fam in FAMILY_LIST[r["family"]]:
+            for proto in PROTO_LIST[r["proto"]]:
+                m.inbound.setdefault(uplink, []).append(Element(fam, proto, r["port"], e))
+        if r["open"]:
+            m.opened.setdefault(uplink, set()).add(e.id)
+        return
+    m.redirects.setdefault(uplink, []).append(e)
+    if r["reply"]:
+        fam = r["dest_ip"].version
+        for proto in PROTO_LIST[r["proto"]]:
+            m.inbound.setdefault(uplink, []).append(Element(fam, proto, r["src_dport"], e))
+
+
+def _warn_missing_gateways(m, u):
+    if u.p2p:
+        return
+    fams = {el.family for el in m.inbound.get(u.name, [])}
+    if 4 in fams and not u.gateway:
+        m.warnings.append("uplink %s (%s) has no IPv4 gateway: IPv4 replies cannot be routed back through it" % (u.name, u.device))
+    if 6 in fams and not u.gateway6:
+        m.warnings.append("uplink %s (%s) has no IPv6 gateway: IPv6 replies cannot be routed back through it" % (u.name, u.device))
+
+
+def assign_uplink_indices(names, previous):
+    """Stable uplink numbers 1..15: keep the previous number, give new names the lowest free one.
+
+    Connections carry their uplink number in conntrack, so renumbering a live uplink would
+    send its established replies out of the wrong door.
+    """
+    out = {}
+    for name in names:
+        idx = previous.get(name)
+        if isinstance(idx, int) and 1 <= idx <= 15 and idx not in out.values():
+            out[name] = idx
+    free = [i for i in range(1, 16) if i not in out.values()]
+    for name in sorted((n for n in names if n not in out), key=lambda n: (n != "wan", n)):
+        if not free:
+            break
+        out[name] = free.pop(0)
+    return out
+
+
+def mss_for(m, entry):
+    """The MSS a redirect's SYN and SYN-ACK are clamped to, or None for `rt mtu` alone.
+
+    The SYN-ACK travels back out of the uplink, so `rt mtu` cannot see a smaller tunnel
+    MTU toward the destination; the route MTU toward dest_ip (a fact) closes that gap.
+    """
+    r = entry.rec
+    if r["proto"] == "udp":
+        return None
+    if r["mss"] is not None:
+        return r["mss"]
+    mtu = m.dest_mtu.get(str(r["dest_ip"]))
+    if not mtu:
+        return None
+    return mtu - (40 if r["dest_ip"].version == 4 else 60)

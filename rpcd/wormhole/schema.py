@@ -1,0 +1,277 @@
+"""Typed option tables, one per UCI section type, and the parsers behind them.
+
+Every parser takes the raw UCI value (str, or list of str for list options) and returns
+a normalised value or raises ValueError with a message meant for people. `parse_section`
+turns a whole section into a record or a list of (field, message) problems; it never
+guesses: a value it cannot read is an error, an option it does not know is a warning.
+"""
+
+import ipaddress
+import re
+
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
+_NETWORK_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
+_PORT_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
+_TRUE = ("1", "yes", "on", "true", "enabled")
+_FALSE = ("0", "no", "off", "false", "disabled")
+
+LABEL_MAX = 64
+PROTOS = ("tcp", "udp", "tcpudp")
+FAMILIES = ("any", "ipv4", "ipv6")
+BACKENDS = ("auto", "fw4", "fw3")
+MASK_MIN_BITS = 7   # 4 bits of uplink number + forward, input and masquerade flags
+MSS_MIN, MSS_MAX = 536, 65495
+
+
+# --- value parsers -------------------------------------------------------------------
+
+def parse_bool(raw):
+    v = raw.strip().lower()
+    if v in _TRUE:
+        return True
+    if v in _FALSE:
+        return False
+    raise ValueError("%r is not a boolean (use 1 or 0)" % raw)
+
+
+def enum(*values):
+    def parse(raw):
+        if raw not in values:
+            raise ValueError("%r is not one of %s" % (raw, ", ".join(values)))
+        return raw
+    parse.values = values
+    return parse
+
+
+def parse_port_range(raw):
+    """'N' or 'N-M' with 1 <= N <= M <= 65535, canonical decimal (no sign, no leading zero)."""
+    m = _PORT_RE.match(raw)
+    if not m:
+        raise ValueError("%r is not a port or a range N-M" % raw)
+    parts = [p for p in m.groups() if p is not None]
+    for p in parts:
+        if len(p) > 1 and p.startswith("0"):
+            raise ValueError("%r has a leading zero" % raw)
+    lo = int(parts[0])
+    hi = int(parts[-1])
+    if not 1 <= lo <= 65535 or not 1 <= hi <= 65535:
+        raise ValueError("%r is out of range (ports are 1 to 65535)" % raw)
+    if lo > hi:
+        raise ValueError("%r is a reversed range (write %d-%d)" % (raw, hi, lo))
+    return (lo, hi)
+
+
+def format_port_range(pr):
+    lo, hi = pr
+    return str(lo) if lo == hi else "%d-%d" % (lo, hi)
+
+
+def parse_ifname(raw):
+    if not _IFNAME_RE.match(raw):
+        raise ValueError("%r is not an interface name (1 to 15 of A-Z a-z 0-9 _ . -)" % raw)
+    return raw
+
+
+def parse_network(raw):
+    """A logical uplink name: a netifd interface or an `uplink` section (UCI names: no . or -)."""
+    if not _NETWORK_RE.match(raw):
+        raise ValueError("%r is not a network name (1 to 15 of A-Z a-z 0-9 _)" % raw)
+    return raw
+
+
+def parse_label(raw):
+    if len(raw) > LABEL_MAX:
+        raise ValueError("is %d characters long (at most %d)" % (len(raw), LABEL_MAX))
+    if not raw.isprintable():
+        raise ValueError("contains control or unprintable characters")
+    return raw
+
+
+def _address(raw):
+    if "%" in raw:
+        raise ValueError("%r has a scope id; scoped addresses are not supported" % raw)
+    try:
+        addr = ipaddress.ip_address(raw)
+    except ValueError:
+        raise ValueError("%r is not an IPv4 or IPv6 address" % raw) from None
+    if addr.version == 6 and addr.ipv4_mapped is not None:
+        raise ValueError("%r is an IPv4-mapped IPv6 address; write %s" % (raw, addr.ipv4_mapped))
+    return addr
+
+
+def parse_host(raw):
+    """A unicast host address someone can connect to (DNAT target, public address)."""
+    addr = _address(raw)
+    if addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local:
+        raise ValueError("%r is not a routable unicast address" % raw)
+    if addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255"):
+        raise ValueError("%r is the broadcast address" % raw)
+    return addr
+
+
+def parse_gateway4(raw):
+    addr = _address(raw)
+    if addr.version != 4:
+        raise ValueError("%r is not an IPv4 address" % raw)
+    return addr
+
+
+def parse_gateway6(raw):
+    addr = _address(raw)
+    if addr.version != 6:
+        raise ValueError("%r is not an IPv6 address" % raw)
+    return addr
+
+
+def parse_prefix(raw):
+    if "%" in raw:
+        raise ValueError("%r has a scope id" % raw)
+    try:
+        net = ipaddress.ip_network(raw, strict=True)
+    except ValueError as e:
+        if "host bits set" in str(e):
+            fixed = ipaddress.ip_network(raw, strict=False)
+            raise ValueError("%r has host bits set (did you mean %s?)" % (raw, fixed)) from None
+        raise ValueError("%r is not an address or prefix" % raw) from None
+    if net.version == 6 and net.network_address.ipv4_mapped is not None:
+        raise ValueError("%r is IPv4-mapped; write the IPv4 prefix" % raw)
+    return net
+
+
+def parse_mss(raw):
+    if not raw.isdigit() or (len(raw) > 1 and raw.startswith("0")):
+        raise ValueError("%r is not a number" % raw)
+    v = int(raw)
+    if not MSS_MIN <= v <= MSS_MAX:
+        raise ValueError("%d is out of range (%d to %d)" % (v, MSS_MIN, MSS_MAX))
+    return v
+
+
+def int_range(lo, hi):
+    def parse(raw):
+        s = raw.strip()
+        if not re.match(r"^[0-9]+$", s):
+            raise ValueError("%r is not a number" % raw)
+        v = int(s)
+        if not lo <= v <= hi:
+            raise ValueError("%d is out of range (%d to %d)" % (v, lo, hi))
+        return v
+    return parse
+
+
+def parse_mask(raw):
+    try:
+        v = int(raw, 16) if raw.lower().startswith("0x") else int(raw, 10)
+    except ValueError:
+        raise ValueError("%r is not a number (write it as 0x...)" % raw) from None
+    if not 0 < v <= 0xFFFFFFFF:
+        raise ValueError("%r is not a 32-bit mask" % raw)
+    low = v & -v
+    if (v + low) & v:
+        raise ValueError("%#010x is not one contiguous run of bits" % v)
+    if bin(v).count("1") < MASK_MIN_BITS:
+        raise ValueError("%#010x has fewer than %d bits" % (v, MASK_MIN_BITS))
+    return v
+
+
+def parse_table_base(raw):
+    v = int_range(256, 0x7FFFFF00)(raw)
+    return v
+
+
+# --- option tables -------------------------------------------------------------------
+
+class Opt:
+    """One option: its parser, its default (raw UCI text), and whether it is a list."""
+
+    __slots__ = ("parse", "default", "required", "is_list", "doc")
+
+    def __init__(self, parse, default=None, required=False, is_list=False, doc=""):
+        self.parse = parse
+        self.default = default
+        self.required = required
+        self.is_list = is_list
+        self.doc = doc
+
+
+MAIN = {
+    "enabled": Opt(parse_bool, "1", doc="0 removes every rule, route and table wormhole added"),
+    "backend": Opt(enum(*BACKENDS), "auto", doc="auto | fw4 | fw3 (fw4 when /sbin/fw4 exists)"),
+    "mark_mask": Opt(parse_mask, "0xff000000", doc="firewall mark bits wormhole owns"),
+    "priority": Opt(int_range(2, 32765), "90", doc="ip rule priority of the reply-routing rules"),
+    "table_base": Opt(parse_table_base, "4090", doc="routing tables wormhole owns start above this"),
+}
+
+UPLINK = {
+    "device": Opt(parse_ifname, doc="device override (hosts without netifd)"),
+    "gateway": Opt(parse_gateway4, doc="IPv4 gateway override"),
+    "gateway6": Opt(parse_gateway6, doc="IPv6 gateway override"),
+}
+
+EXEMPTION = {
+    "proto": Opt(enum(*PROTOS), "tcp", doc="tcp | udp | tcpudp"),
+    "port": Opt(parse_port_range, required=True, doc="N or N-M"),
+    "label": Opt(parse_label, "", doc="free text, at most 64 characters"),
+    "interface": Opt(parse_network, "wan", doc="uplink whose inbound connections are covered"),
+    "family": Opt(enum(*FAMILIES), "any", doc="any | ipv4 | ipv6"),
+    "open": Opt(parse_bool, "0", doc="also accept the port in the firewall input"),
+    "enabled": Opt(parse_bool, "1"),
+}
+
+REDIRECT = {
+    "label": Opt(parse_label, "", doc="free text, at most 64 characters"),
+    "proto": Opt(enum(*PROTOS), "tcp", doc="tcp | udp | tcpudp"),
+    "src": Opt(parse_network, "wan", doc="uplink the connection arrives on"),
+    "src_dport": Opt(parse_port_range, required=True, doc="public port, N or N-M"),
+    "src_dip": Opt(parse_host, doc="only this public destination address"),
+    "src_ip": Opt(parse_prefix, is_list=True, doc="allowlist of client addresses/prefixes"),
+    "dest_ip": Opt(parse_host, required=True, doc="destination host"),
+    "dest_port": Opt(parse_port_range, doc="destination port; default src_dport; a range maps 1:1"),
+    "snat": Opt(parse_bool, "0", doc="1: masquerade toward dest_ip"),
+    "mss": Opt(parse_mss, doc="'' clamps to the route MTU; or a number"),
+    "reply": Opt(parse_bool, "1", doc="route replies out of the uplink they came in on"),
+    "enabled": Opt(parse_bool, "1"),
+}
+
+TABLES = {"wormhole": MAIN, "uplink": UPLINK, "exemption": EXEMPTION, "redirect": REDIRECT}
+
+
+def _raw_values(opt, raw):
+    """Lists may be written as `list` lines or as one whitespace-separated `option`."""
+    if raw is None:
+        return None
+    if opt.is_list:
+        items = raw if isinstance(raw, list) else raw.split()
+        return items
+    if isinstance(raw, list):
+        raise ValueError("is given as a list; it takes one value")
+    return raw
+
+
+def parse_section(table, options):
+    """Parse a section's raw options against its table.
+
+    Returns (record, errors, warnings): record maps every known option to its normalised
+    value (None when unset and without default); errors and warnings are (field, message).
+    """
+    record, errors, warnings = {}, [], []
+    for name in options:
+        if name not in table:
+            warnings.append((name, "unknown option ignored"))
+    for name, opt in table.items():
+        raw = options.get(name)
+        if raw == "" or raw == []:
+            raw = None
+        if raw is None:
+            raw = opt.default
+        if raw is None:
+            if opt.required:
+                errors.append((name, "is required"))
+            record[name] = [] if opt.is_list else None
+            continue
+        try:
+            values = _raw_values(opt, raw)
+            record[name] = [opt.parse(v) for v in values] if opt.is_list else opt.parse(values)
+        except ValueError as e:
+            errors.append((name, str(e)))
+    return record, errors, warnings

@@ -1,0 +1,37 @@
+"""Small runtime state under /var/run/wormhole: the last apply's outcome and what it installed."""
+
+import json
+
+from . import fsutil, paths
+
+
+def _load(device_path):
+    text = fsutil.read_text(paths.under_root(device_path))
+    if not text:
+        return {}
+    try:
+        data = json.loads(text)
+    except ValueError:
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _save(device_path, data):
+    fsutil.atomic_write(paths.under_root(device_path), json.dumps(data, indent=1, sort_keys=True) + "\n")
+
+
+def last_apply():
+    return _load(paths.LAST_APPLY)
+
+
+def save_last_apply(record):
+    _save(paths.LAST_APPLY, record)
+
+
+def applied():
+    """What the last successful apply installed: backend, uplink numbers, rules, tables."""
+    return _load(paths.APPLIED_STATE)
+
+
+def save_applied(record):
+    _save(paths.APPLIED_STATE, record)

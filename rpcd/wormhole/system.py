@@ -1,0 +1,64 @@
+"""Running system tools: argv lists only, a timeout on every call, errors that name the tool.
+
+rpcd kills nothing and waits 30 s for a plugin, so every call here is bounded well below
+that. Tools are looked up on a fixed PATH: rpcd gives its plugins a minimal environment.
+"""
+
+import json
+import os
+import subprocess
+
+DEFAULT_TIMEOUT = 10
+PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+
+class ToolError(Exception):
+    """A tool failed, timed out or is missing; str() is the message to show."""
+
+    def __init__(self, argv, message):
+        super().__init__(message)
+        self.argv = argv
+
+
+def run(argv, input=None, timeout=DEFAULT_TIMEOUT, check=True):
+    """Run a tool; return (returncode, stdout, stderr). Raises ToolError when check fails."""
+    env = dict(os.environ)
+    env["PATH"] = env.get("WORMHOLE_PATH", PATH)
+    env["LC_ALL"] = "C"
+    try:
+        p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
+                           env=env, errors="replace")
+    except FileNotFoundError:
+        raise ToolError(argv, "%s: not installed" % argv[0]) from None
+    except subprocess.TimeoutExpired:
+        raise ToolError(argv, "%s: timed out after %ss" % (" ".join(argv[:3]), timeout)) from None
+    if check and p.returncode != 0:
+        raise ToolError(argv, "%s failed: %s" % (" ".join(argv[:3]), _first_lines(p.stderr or p.stdout)))
+    return p.returncode, p.stdout, p.stderr
+
+
+def _first_lines(text, limit=600):
+    text = (text or "").strip()
+    return text[:limit] + ("..." if len(text) > limit else "") if text else "no message"
+
+
+def run_json(argv, timeout=DEFAULT_TIMEOUT):
+    """Run a tool with JSON output; None when it fails (absent table, no such device)."""
+    try:
+        rc, out, _err = run(argv, timeout=timeout, check=False)
+    except ToolError:
+        return None
+    if rc != 0 or not out.strip():
+        return None
+    try:
+        return json.loads(out)
+    except ValueError:
+        return None
+
+
+def read_sys(path, default=None):
+    try:
+        with open(path) as f:
+            return f.read().strip()
+    except OSError:
+        return default
