@@ -136,9 +136,24 @@ class Document:
             extra.body = [st for st in extra.body if st.kind not in ("option", "list") or st.args[0] not in changes]
 
     def delete(self, name):
+        """Drop a section with the comments directly above it. Comments trailing its body
+        (separated from the next section by a blank line) are kept: they may be about
+        what follows, and nothing a user wrote is dropped on a guess."""
         if not self.find(name):
             raise UciError("no section %r" % name)
-        self.blocks = [b for b in self.blocks if b.name != name]
+        kept = []
+        for b in self.blocks:
+            if b.name != name:
+                kept.append(b)
+                continue
+            tail = "".join(st.text for st in b.body[_insert_position(b):])
+            if tail.strip():
+                dest = kept[-1].body if kept else self.header
+                before = "".join(st.text for st in dest)
+                if before.endswith("\n\n") or before == "\n" or not before:
+                    tail = tail.lstrip("\n")
+                dest.append(Statement("trivia", [], tail, 0))
+        self.blocks = kept
 
 
 def _set_options(block, changes):
