@@ -62,6 +62,9 @@ class ScratchNetns:
 
     def _setup(self):
         self.exec(["ip", "link", "set", "lo", "up"])
+        # No IPv6 link-local autoconfiguration: its routes appear a moment after link-up
+        # and would make before/after comparisons of the routing tables racy.
+        self.exec(["sysctl", "-qw", "net.ipv6.conf.default.addr_gen_mode=1"])
         # veth, not dummy: the dummy module is not available on every kernel here.
         self.exec(["ip", "link", "add", "wan0", "type", "veth", "peer", "name", "wan0p"])
         self.exec(["ip", "link", "set", "wan0p", "up"])

@@ -1,0 +1,309 @@
+"""Install, upgrade and remove the built .ipk files the way opkg does, then use the installed
+copy (never the checkout): the rpcd plugin, the CLI, the init script, the hotplug script.
+
+tests/openwrt_sim plays opkg and the OpenWrt pieces a Debian host lacks; the maintainer
+scripts run as on a router (IPKG_INSTROOT empty) in a sandbox whose kernel is a scratch
+network namespace, or as in an image build (IPKG_INSTROOT set). "Nothing left behind" is
+checked against the namespace's nft ruleset, ip rules and routes before install.
+"""
+
+import io
+import json
+import os
+import re
+import sys
+import tarfile
+import time
+
+import pytest
+
+from tests import support
+from tests.openwrt_sim import Router, SimError, control_fields, read_ipk
+from tests.test_apply import FW4_BASE
+
+MKIPK = os.path.join(support.REPO, "tools", "mkipk.py")
+UPLINK = """
+config uplink 'wan'
+	option device 'wan0'
+	option gateway '192.0.2.1'
+	option gateway6 '2001:db8:2::1'
+"""
+HOTPLUG_WAIT = 20
+
+
+@pytest.fixture(scope="module")
+def ipks(tmp_path_factory):
+    """{(package, release): path}: release 2 is the 'newer build' of the upgrade tests."""
+    out = tmp_path_factory.mktemp("dist")
+    built = {}
+    for release in ("1", "2"):
+        support.run([sys.executable, MKIPK, "--out", str(out), "--release", release])
+    for path in out.iterdir():
+        fields = control_fields(read_ipk(path)[0]["control"])
+        built[(fields["Package"], fields["Version"].rsplit("-r", 1)[1])] = path
+    return built
+
+
+@pytest.fixture
+def sim(netns):
+    """A factory of Routers on the scratch namespace; skips when overlay mounts are refused."""
+    support.require_root_tools("unshare", "mount", "iptables-save")
+    made = []
+
+    def make(firewall="fw4", root=None):
+        r = Router(netns.name, firewall, root=root)
+        made.append(r)
+        if root is None:
+            try:
+                r.run(["true"])
+            except SimError as e:
+                support.unavailable("overlay mounts in a private mount namespace: %s" % e)
+        return r
+
+    yield make
+    for r in made:
+        r.close()
+
+
+def kernel(ns):
+    """Everything wormhole could have touched in the namespace, as text. Without the routes
+    the kernel adds by itself a moment after a link comes up (IPv6 link-local, table local)."""
+    parts = [ns.exec(["nft", "list", "ruleset"]).stdout]
+    for fam in ("-4", "-6"):
+        parts.append(ns.exec(["ip", fam, "rule", "show"]).stdout)
+        routes = ns.exec(["ip", fam, "route", "show", "table", "all"]).stdout.splitlines()
+        parts.extend(l for l in routes if "table local" not in l and "fe80::" not in l)
+    return "\n".join(parts)
+
+
+def wait_for(predicate, what, explain=lambda: ""):
+    deadline = time.monotonic() + HOTPLUG_WAIT
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise AssertionError("gave up waiting for %s\n%s" % (what, explain()))
+
+
+def firewall_includes(r):
+    """{name: options} of the wormhole include sections in the scratch /etc/config/firewall."""
+    from wormhole.uci.filebackend import FileBackend
+    sections = FileBackend(str(r.path("/etc/config")), str(r.path("/tmp"))).load("firewall")
+    return {s.name: (s.type, s.options) for s in sections if "wormhole" in s.name}
+
+
+def plugin_call(r, method, request=None):
+    p = r.run(["/usr/libexec/rpcd/wormhole", "call", method], input=json.dumps(request or {}))
+    return support.first_json(p.stdout)
+
+
+def add_user_config(r):
+    """What a user does after installing: declare the uplink (no netifd here)."""
+    with open(r.path("/etc/config/wormhole"), "a") as f:
+        f.write(UPLINK)
+
+
+# --- image build: IPKG_INSTROOT set, then the installed copy used through WORMHOLE_ROOT ----------
+
+def test_image_build_install_then_the_installed_copy_works(ipks, sim, netns):
+    r = sim("fw4", root=None)
+    r.install(ipks[("wormhole", "1")], image=True)
+    rcd = r.path("/etc/rc.d")
+    assert sorted(os.listdir(rcd)) == ["K10wormhole", "S99wormhole"]
+    assert os.readlink(rcd / "S99wormhole") == "../init.d/wormhole"
+    # An image build touches nothing live: no rpcd reload, no start; uci-defaults wait for first boot.
+    assert r.calls() == []
+    assert r.path("/etc/uci-defaults/90-wormhole").exists()
+
+    root = r.root
+    add_user_config(r)
+    netns.exec(["nft", "-f", "-"], input=FW4_BASE)
+    before = kernel(netns)
+    env = support.clean_env(root)
+    plugin = str(root / "usr/libexec/rpcd/wormhole")
+    listed = support.run(["ip", "netns", "exec", netns.name, plugin, "list"], env=dict(env, PYTHONVERBOSE="1"),
+                         cwd="/")
+    assert "add" in json.loads(listed.stdout)
+    # The entry script imported the installed package, not the checkout's.
+    loaded = {os.path.normpath(p) for p in re.findall(r"(/[^\s'\"]*/wormhole/methods\.py)", listed.stderr)}
+    assert loaded == {str(root / "usr/lib/wormhole/wormhole/methods.py")}
+
+    cli = str(root / "usr/sbin/wormhole")
+    support.run(["ip", "netns", "exec", netns.name, cli, "inbound", "add", "tcp:443", "--label", "LuCI"],
+                env=env, cwd="/")
+    assert "tcp . 443" in netns.exec(["nft", "list", "table", "inet", "wormhole"]).stdout
+    reply = support.first_json(support.run(["ip", "netns", "exec", netns.name, plugin, "call", "list"],
+                                           env=env, input="{}", cwd="/").stdout)
+    assert [(e["port"], e["label"]) for e in reply["exemptions"]] == [("443", "LuCI")]
+    support.run(["ip", "netns", "exec", netns.name, cli, "cleanup"], env=env, cwd="/")
+    assert kernel(netns) == before
+
+
+# --- on a running router (fw4): install, use, upgrade, hotplug, remove -------------------------------
+
+def test_install_upgrade_hotplug_remove_fw4(ipks, sim, netns):
+    netns.exec(["nft", "-f", "-"], input=FW4_BASE)
+    before = kernel(netns)
+    r = sim("fw4")
+    default_config = r.path("/etc/config/wormhole")
+
+    r.install(ipks[("wormhole", "1")])
+    calls = r.calls()
+    assert "rpcd reload" in calls, "the postinst must reload rpcd so ubus lists `wormhole`"
+    assert calls.index("wormhole start") > calls.index("rpcd reload")
+    assert "procd reload_trigger wormhole" in calls
+    assert sorted(os.listdir(r.path("/etc/rc.d"))) == ["K10wormhole", "S99wormhole"]
+    assert not r.path("/etc/uci-defaults/90-wormhole").exists(), "uci-defaults run once and are deleted"
+    assert firewall_includes(r) == {}, "fw4 needs no firewall include"
+    assert "add" in json.loads(r.run(["/usr/libexec/rpcd/wormhole", "list"]).stdout)
+    assert plugin_call(r, "status")["backend"] == "fw4"
+
+    add_user_config(r)
+    r.run(["wormhole", "inbound", "add", "tcp:443", "--label", "LuCI"])
+    r.run(["wormhole", "forward", "add", "tcp:8443", "192.168.1.20:443", "--label", "NAS"])
+    applied = kernel(netns)
+    assert "tcp . 443" in applied and "lookup 4091" in applied
+    assert r.path("/usr/share/nftables.d/ruleset-post/50-wormhole.nft").exists()
+    user_config = default_config.read_bytes()
+
+    # Upgrade: the old prerm stops (rules out), the new postinst starts (rules back).
+    r.clear_calls()
+    r.install(ipks[("wormhole", "2")])
+    assert r.installed("wormhole")["Version"].endswith("-r2")
+    calls = r.calls()
+    assert calls.index("wormhole stop") < calls.index("wormhole start")
+    assert default_config.read_bytes() == user_config, "an upgrade keeps the user's config"
+    assert r.path("/etc/config/wormhole-opkg").read_bytes() == \
+        open(os.path.join(support.REPO, "files/etc/config/wormhole"), "rb").read()
+    assert kernel(netns) == applied, "the upgrade re-applied the same rules"
+    listed = json.loads(r.run(["wormhole", "list", "--json"]).stdout)
+    assert [e["label"] for e in listed["exemptions"]] == ["LuCI"]
+    assert [e["label"] for e in listed["redirects"]] == ["NAS"]
+
+    # netifd flushed our ip rules (restart): an interface event brings them back.
+    for fam in ("-4", "-6"):
+        for prio in ("89", "90"):
+            netns.exec(["ip", fam, "rule", "del", "priority", prio])
+    assert kernel(netns) != applied
+    r.run(["sh", "/etc/hotplug.d/iface/95-wormhole"], env={"ACTION": "ifup", "INTERFACE": "wan"})
+    wait_for(lambda: kernel(netns) == applied, "the hotplug re-apply",
+             lambda: "%s\n---\n%s\n--- log:\n%s" % (applied, kernel(netns), r.path("/tmp/sim-logger.log").read_text()))
+
+    r.clear_calls()
+    r.remove("wormhole")
+    assert kernel(netns) == before, "removal leaves no rule, route or ip rule behind"
+    assert "rpcd reload" in r.calls(), "the postrm must reload rpcd so `wormhole` leaves ubus"
+    for gone in ("/usr/lib/wormhole", "/usr/sbin/wormhole", "/usr/libexec/rpcd/wormhole",
+                 "/etc/init.d/wormhole", "/etc/hotplug.d/iface/95-wormhole",
+                 "/usr/share/nftables.d/ruleset-post/50-wormhole.nft",
+                 "/usr/share/nftables.d/chain-pre/input/50-wormhole.nft"):
+        assert not os.path.lexists(r.path(gone)), gone
+    assert os.listdir(r.path("/etc/rc.d")) == []
+    assert default_config.read_bytes() == user_config, "a changed conffile survives removal (opkg)"
+
+
+def test_hotplug_is_a_no_op_without_entries(ipks, sim, netns):
+    r = sim("fw4")
+    r.install(ipks[("wormhole", "1")])
+    add_user_config(r)
+    r.clear_calls()
+    for action in ("ifup", "ifdown", "ifupdate", "free"):
+        r.run(["sh", "/etc/hotplug.d/iface/95-wormhole"], env={"ACTION": action, "INTERFACE": "wan"})
+    assert not r.path("/run/wormhole/hotplug-pending").exists()
+    assert r.calls() == []
+
+
+# --- fw3: the firewall include ----------------------------------------------------------------------
+
+def test_fw3_include_is_added_once_and_removed(ipks, sim, netns):
+    before = kernel(netns)
+    r = sim("fw3")
+    r.install(ipks[("wormhole", "1")])
+    includes = firewall_includes(r)
+    assert sorted(includes) == ["wormhole_ipv4", "wormhole_ipv6"]
+    for fam in ("ipv4", "ipv6"):
+        stype, opts = includes["wormhole_" + fam]
+        assert stype == "include"
+        assert opts == {"type": "restore", "family": fam, "reload": "1",
+                        "path": "/usr/share/wormhole/fw3-%s.rules" % fam}
+
+    add_user_config(r)
+    r.run(["wormhole", "inbound", "add", "tcp:443", "--open"])
+    assert "-j WORMHOLE_PRE" in netns.exec(["iptables-save"]).stdout
+    for fam, tool in (("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")):
+        rules = r.path("/usr/share/wormhole/fw3-%s.rules" % fam).read_text()
+        assert "--dport 443" in rules
+        # What fw3 does with the include on every reload: the file must load as it is.
+        netns.exec([tool, "--noflush", "--test"], input=rules)
+
+    r.install(ipks[("wormhole", "2")])
+    assert sorted(firewall_includes(r)) == ["wormhole_ipv4", "wormhole_ipv6"], "an upgrade adds no second include"
+    assert "-j WORMHOLE_PRE" in netns.exec(["iptables-save"]).stdout
+
+    r.remove("wormhole")
+    assert firewall_includes(r) == {}
+    for tool in ("iptables-save", "ip6tables-save"):
+        assert "WORMHOLE" not in netns.exec([tool]).stdout
+    after = kernel(netns)
+    for fam in ("-4", "-6"):
+        assert netns.exec(["ip", fam, "rule", "show"]).stdout in before
+    assert "wormhole" not in after and "4091" not in after
+    assert not r.path("/usr/share/wormhole/fw3-ipv4.rules").exists()
+
+
+# --- the LuCI package --------------------------------------------------------------------------------
+
+def test_luci_app_install_and_remove(ipks, sim, netns):
+    r = sim("fw4")
+    r.install(ipks[("wormhole", "1")])
+    cache = r.path("/tmp/luci-indexcache.0123abcd.json")
+    cache.write_text("{}")
+    r.clear_calls()
+    r.install(ipks[("luci-app-wormhole", "1")])
+    assert not cache.exists(), "the LuCI index cache must be cleared"
+    assert "rpcd reload" in r.calls(), "rpcd must reload to read the new ACL"
+    listed = r.path("/usr/lib/opkg/info/luci-app-wormhole.list").read_text().split()
+    app = os.path.join(support.REPO, "luci-app-wormhole")
+    expected = {prefix + "/" + os.path.relpath(os.path.join(d, n), os.path.join(app, sub))
+                for sub, prefix in (("htdocs", "/www"), ("root", ""))
+                for d, _dirs, names in os.walk(os.path.join(app, sub)) for n in names}
+    assert set(listed) == expected
+    with tarfile.open(fileobj=io.BytesIO(read_ipk(ipks[("luci-app-wormhole", "1")])[1])) as data:
+        for dest in listed:
+            assert r.path(dest).read_bytes() == data.extractfile("." + dest).read()
+    r.remove("luci-app-wormhole")
+    assert all(not r.path(f).exists() for f in listed)
+    assert r.installed("wormhole") is not None
+
+
+# --- the lab: the installed copy makes a real inbound connection work -----------------------------------
+
+@pytest.mark.lab
+def test_installed_copy_in_the_router_lab(ipks):
+    try:
+        from tests.lab import RouterLab
+        from tests.lab.pytest_support import require_lab
+    except ImportError as e:
+        support.unavailable("the netns lab (tests/lab) does not import: %s" % e)
+    require_lab()
+    with RouterLab() as lab:
+        r = Router(lab.ns["router"], "fw4", root=lab.root)
+        try:
+            r.install(ipks[("wormhole", "1")], image=True)
+            uplinks = "".join("\nconfig uplink '%s'\n\toption device '%s'\n\toption gateway '%s'\n\toption gateway6 '%s'\n"
+                              % (name, u["device"], u["gateway"], u["gateway6"]) for name, u in lab.uplinks().items())
+            with open(r.path("/etc/config/wormhole"), "a") as f:
+                f.write(uplinks)
+            lab.fw4_accept_input(zone="wan", proto="tcp", port=443)
+            lab.tcp_server("router", 443)
+            assert lab.tcp_request("client", lab.wan4, 443, timeout=1.5) is None, "the kill-switch problem"
+            cli = lab.root / "usr/sbin/wormhole"
+            lab.wormhole("router", "inbound", "add", "tcp:443", "--label", "LuCI", cli=cli)
+            reply = lab.tcp_request("client", lab.wan4, 443, timeout=3)
+            assert reply is not None and reply.peer_ip == lab.client4
+            # fw4 restarts keep it working: the installed include carries the table.
+            lab.fw4_reload()
+            reply = lab.tcp_request("client", lab.wan4, 443, timeout=3)
+            assert reply is not None and reply.peer_ip == lab.client4
+        finally:
+            r.close()
