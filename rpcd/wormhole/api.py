@@ -11,7 +11,7 @@ import os
 from . import apply as applier
 from . import config, facts, fsutil, methods, paths, render, schema, state, system
 from .errors import (
-    APPLY_FAILED, BUSY, CONFLICT, INVALID_ARGUMENT, NOT_FOUND, WormholeError, invalid,
+    APPLY_FAILED, BUSY, CONFLICT, NOT_FOUND, WormholeError, invalid,
 )
 from .uci import UciError
 
@@ -23,9 +23,9 @@ def call(method, args):
     """Run a method; always returns a reply dict (errors included)."""
     try:
         if method not in methods.METHODS:
-            raise WormholeError(INVALID_ARGUMENT, "unknown method %r" % method, field="method")
+            raise invalid("method", "unknown method %r (known: %s)" % (method, ", ".join(methods.METHODS)))
         if not isinstance(args, dict):
-            raise WormholeError(INVALID_ARGUMENT, "the request must be a JSON object", field="request")
+            raise invalid("request", "must be a JSON object")
         args = check_args(method, args)
         return HANDLERS[method](args)
     except WormholeError as e:
@@ -35,15 +35,12 @@ def call(method, args):
 # --- arguments ---------------------------------------------------------------------------
 
 def _json_type(v):
-    if isinstance(v, bool):
-        return "bool"
-    if isinstance(v, int):
-        return "int"
-    if isinstance(v, str):
-        return "str"
-    if isinstance(v, list):
-        return "list"
-    return type(v).__name__
+    """The JSON name of a decoded value's type, as methods.ARG_TYPES spells them."""
+    for t, name in ((bool, methods.BOOLEAN), (int, methods.INTEGER), (str, methods.STRING),
+                    (list, methods.ARRAY), (float, "number"), (dict, "object")):
+        if isinstance(v, t):
+            return name
+    return "null" if v is None else type(v).__name__
 
 
 def check_args(method, args):
@@ -70,7 +67,9 @@ def _to_text(name, value):
     if isinstance(value, list):
         for i, item in enumerate(value):
             if not isinstance(item, str):
-                raise invalid(name, "item %d must be a string" % i)
+                raise invalid(name, "item %d must be a string, not %s" % (i, _json_type(item)))
+            if "\x00" in item:
+                raise invalid(name, "item %d contains a NUL character" % i)
         return list(value)
     if "\x00" in value:
         raise invalid(name, "contains a NUL character")
@@ -116,7 +115,7 @@ def _entry_type(args):
 def _only_options_of(stype, args):
     for name in args:
         if name not in methods.ENTRY_OPTIONS[stype]:
-            raise invalid(name, "is not an option of a %s" % stype)
+            raise invalid(name, "is not an option of %s %s" % ("an" if stype[0] in "aeiou" else "a", stype))
 
 
 def _validate(entry, cfg):
@@ -212,14 +211,13 @@ def _select_for_delete(cfg, args):
             raise WormholeError(NOT_FOUND, "id: no exemption or redirect %r" % args["id"], field="id")
         return [args["id"]]
     if "port" not in args:
+        if args:  # deleting by proto and port, but the port is missing
+            raise invalid("port", "is required to delete by proto and port (or give id)")
         raise invalid("id", "give an id, or proto and port")
     stype = _entry_type(args)
     proto = args.get("proto", "tcp")
-    try:
-        schema.enum(*schema.PROTOS)(proto)
-        port = schema.parse_port_range(args["port"])
-    except ValueError as e:
-        raise invalid("proto" if "proto" in str(e) and "port" not in args else "port", str(e)) from None
+    _parse_arg("proto", schema.enum(*schema.PROTOS), proto)
+    port = _parse_arg("port", schema.parse_port_range, args["port"])
     key = "port" if stype == "exemption" else "src_dport"
     uplink_key = "interface" if stype == "exemption" else "src"
     ids = [e.id for e in cfg.entries if e.type == stype and e.valid and e.rec["proto"] == proto
@@ -227,6 +225,13 @@ def _select_for_delete(cfg, args):
     if not ids:
         raise WormholeError(NOT_FOUND, "port: no %s for %s/%s" % (stype, proto, args["port"]), field="port")
     return ids
+
+
+def _parse_arg(field, parse, raw):
+    try:
+        return parse(raw)
+    except ValueError as e:
+        raise invalid(field, str(e)) from None
 
 
 def _write(fn):
@@ -328,6 +333,10 @@ def list_entries(args):
         if reason:
             view["error"] = reason
         view["hits"] = _hits(e, counters, config.uplink_of(e))[0] if e.valid else 0
+        if e.type == "redirect":
+            # what the UI's "Via" column shows: lan, tunnel, uplink (hairpin) or None
+            view["via"] = facts.reached_by(e.rec["dest_ip"], {u["device"] for u in ups.values()}) \
+                if e.active and cfg.main["enabled"] else None
         out["exemptions" if e.type == "exemption" else "redirects"].append(view)
     return out
 

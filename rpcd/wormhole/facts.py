@@ -46,6 +46,9 @@ def gather(cfg, with_counters=True):
 
 # --- uplinks ---------------------------------------------------------------------------
 
+UBUS_TIMEOUT_MS = 5000
+
+
 def netifd_interfaces():
     """`network.interface dump` through python3-ubus; None where there is no netifd."""
     try:
@@ -55,7 +58,8 @@ def netifd_interfaces():
     try:
         ubus.connect()
         try:
-            reply = ubus.call("network.interface", "dump", {})
+            # python3-ubus waits forever by default (timeout 0); rpcd would SIGKILL us at 30 s.
+            reply = ubus.call("network.interface", "dump", {}, timeout=UBUS_TIMEOUT_MS)
         finally:
             ubus.disconnect()
     except Exception:  # noqa: BLE001 - ubus raises bare RuntimeError/IOError variants
@@ -149,6 +153,18 @@ def dest_mtus(cfg):
 def route_get(dest, extra=()):
     data = system.run_json(["ip", "-j", "route", "get", dest] + list(extra))
     return data[0] if data else None
+
+
+def reached_by(dest, uplink_devices):
+    """How the router reaches `dest`: "uplink" (a hairpin), "tunnel" (a point-to-point
+    device such as WireGuard), "lan", or None when it is not routable."""
+    dev = (route_get(str(dest)) or {}).get("dev")
+    if not dev:
+        return None
+    if dev in uplink_devices:
+        return "uplink"
+    link = _link(dev)
+    return "tunnel" if link and "POINTOPOINT" in link.get("flags", []) else "lan"
 
 
 # --- kill-switch -----------------------------------------------------------------------

@@ -7,9 +7,26 @@ that. Tools are looked up on a fixed PATH: rpcd gives its plugins a minimal envi
 import json
 import os
 import subprocess
+import time
 
 DEFAULT_TIMEOUT = 10
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
+
+# A whole request's budget: each tool has its own timeout, but several slow tools in one
+# apply must not add up past rpcd's 30 s (after which it kills us mid-change).
+_deadline = None
+
+
+def set_deadline(seconds):
+    """Bound the total time of all later tool calls in this process."""
+    global _deadline
+    _deadline = time.monotonic() + seconds
+
+
+def _budget(timeout):
+    if _deadline is None:
+        return timeout
+    return min(timeout, _deadline - time.monotonic())
 
 
 class ToolError(Exception):
@@ -25,13 +42,16 @@ def run(argv, input=None, timeout=DEFAULT_TIMEOUT, check=True):
     env = dict(os.environ)
     env["PATH"] = env.get("WORMHOLE_PATH", PATH)
     env["LC_ALL"] = "C"
+    timeout = _budget(timeout)
+    if timeout <= 0:
+        raise ToolError(argv, "%s: not started, the request ran out of time" % argv[0])
     try:
         p = subprocess.run(argv, input=input, capture_output=True, text=True, timeout=timeout,
                            env=env, errors="replace")
     except FileNotFoundError:
         raise ToolError(argv, "%s: not installed" % argv[0]) from None
     except subprocess.TimeoutExpired:
-        raise ToolError(argv, "%s: timed out after %ss" % (" ".join(argv[:3]), timeout)) from None
+        raise ToolError(argv, "%s: timed out after %.1fs" % (" ".join(argv[:3]), timeout)) from None
     if check and p.returncode != 0:
         raise ToolError(argv, "%s failed: %s" % (" ".join(argv[:3]), _first_lines(p.stderr or p.stdout)))
     return p.returncode, p.stdout, p.stderr

@@ -1,0 +1,112 @@
+"""The rpcd ACL and the LuCI menu entry agree with the method table.
+
+Least privilege: reading methods in the `read` grant, changing ones in the `write` grant,
+every method in exactly one, so a new method cannot ship without a deliberate grant.
+"""
+
+import glob
+import json
+import os
+import re
+import subprocess
+
+import pytest
+
+from tests import support
+from wormhole import methods
+
+APP = os.path.join(support.REPO, "luci-app-wormhole")
+ACL = os.path.join(APP, "root", "usr", "share", "rpcd", "acl.d", "luci-app-wormhole.json")
+MENU = os.path.join(APP, "root", "usr", "share", "luci", "menu.d", "luci-app-wormhole.json")
+VIEWS = os.path.join(APP, "htdocs", "luci-static", "resources", "view")
+GROUP = "luci-app-wormhole"
+
+
+def _load(path):
+    with open(path) as f:
+        return json.load(f)
+
+
+@pytest.fixture(scope="module")
+def acl():
+    return _load(ACL)
+
+
+def test_method_lists_partition_the_method_table():
+    read, write = set(methods.READ_METHODS), set(methods.WRITE_METHODS)
+    assert not read & write
+    assert read | write == set(methods.METHODS)
+
+
+def test_one_group_with_read_and_write_grants(acl):
+    assert list(acl) == [GROUP]
+    assert set(acl[GROUP]) == {"description", "read", "write"}
+    assert acl[GROUP]["description"]
+
+
+def test_read_grant_holds_exactly_the_reading_methods(acl):
+    read = acl[GROUP]["read"]
+    assert set(read) == {"ubus", "uci"}
+    assert list(read["ubus"]) == ["wormhole"]
+    assert sorted(read["ubus"]["wormhole"]) == sorted(methods.READ_METHODS)
+    assert read["uci"] == ["wormhole"]
+
+
+def test_write_grant_holds_exactly_the_changing_methods(acl):
+    write = acl[GROUP]["write"]
+    assert set(write) == {"ubus", "uci"}
+    assert list(write["ubus"]) == ["wormhole"]
+    assert sorted(write["ubus"]["wormhole"]) == sorted(methods.WRITE_METHODS)
+    assert write["uci"] == ["wormhole"]
+
+
+def test_every_granted_method_is_one_the_plugin_lists(acl):
+    p = subprocess.run([support.PLUGIN, "list"], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=30, cwd="/", env={"PATH": support.CLEAN_PATH})
+    listed = set(json.loads(p.stdout))
+    granted = set(acl[GROUP]["read"]["ubus"]["wormhole"]) | set(acl[GROUP]["write"]["ubus"]["wormhole"])
+    assert granted == listed
+
+
+def test_menu_entry(acl):
+    menu = _load(MENU)
+    assert list(menu) == ["admin/network/wormhole"]
+    node = menu["admin/network/wormhole"]
+    assert node["title"] == "Inbound Services"
+    assert node["action"] == {"type": "view", "path": "wormhole/inbound"}
+    assert node["depends"]["acl"] == [GROUP]
+    assert all(g in acl for g in node["depends"]["acl"])
+    assert node["depends"]["uci"] == {"wormhole": True}
+    assert isinstance(node["order"], int)
+
+
+def _views():
+    return sorted(glob.glob(os.path.join(VIEWS, "wormhole", "*.js")))
+
+
+def _all_views():
+    """The app's views and its Status → Overview include: everything that may call us."""
+    return sorted(glob.glob(os.path.join(VIEWS, "**", "*.js"), recursive=True))
+
+
+def test_menu_points_at_an_existing_view():
+    if not _views():
+        pytest.skip("no view written yet under %s" % os.path.relpath(VIEWS, support.REPO))
+    path = _load(MENU)["admin/network/wormhole"]["action"]["path"]
+    assert os.path.isfile(os.path.join(VIEWS, path + ".js"))
+
+
+def test_views_call_only_granted_methods(acl):
+    """Every `rpc.declare({object: 'wormhole', method: ...})` in the views is in the ACL."""
+    views = _all_views()
+    if not views:
+        pytest.skip("no view written yet")
+    granted = set(acl[GROUP]["read"]["ubus"]["wormhole"]) | set(acl[GROUP]["write"]["ubus"]["wormhole"])
+    pattern = re.compile(r"object\s*:\s*['\"]wormhole['\"]\s*,\s*method\s*:\s*['\"](\w+)['\"]")
+    called_anywhere = set()
+    for view in views:
+        with open(view) as f:
+            called = set(pattern.findall(f.read()))
+        assert called <= granted, (view, called - granted)
+        called_anywhere |= called
+    assert called_anywhere, "the pattern found no rpc.declare of object wormhole"
