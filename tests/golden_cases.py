@@ -39,6 +39,9 @@ def render_case(name):
     for artifact, (backend, path) in ARTIFACTS.items():
         text = plans[backend]["files"].get(path)
         out[artifact] = "# (file removed)\n" if text is None else text
+    live = plans["fw4"]["live"].get(ARTIFACTS["fw4-ruleset.nft"][1])
+    if live:
+        out["fw4-live.nft"] = live
     out["routing.json"] = json.dumps(plans["fw4"]["routing"], indent=1, sort_keys=True) + "\n"
     report = {
         "skipped": plans["fw4"]["skipped"],

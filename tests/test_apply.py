@@ -78,6 +78,15 @@ def test_reapply_is_idempotent(lab):
     assert kernel(lab) == first
 
 
+def test_reapply_does_not_rewrite_files(lab):
+    """Hotplug re-applies on every interface event: unchanged output must not touch flash."""
+    wh(lab, "inbound", "add", "tcp:443")
+    files = [p for p in (lab.root / "usr").rglob("*") if p.is_file()]
+    before = {p: p.stat().st_ino for p in files}
+    wh(lab, "apply")
+    assert {p: p.stat().st_ino for p in files} == before
+
+
 def test_snippets_are_inserted_once(lab):
     wh(lab, "inbound", "add", "tcp:443")
     wh(lab, "inbound", "add", "tcp:80")

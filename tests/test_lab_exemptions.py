@@ -78,6 +78,9 @@ def test_router_local_services(lab, backend, family):
     assert [(e["port"], e["status"]) for e in listed] == [("443", "active"), ("5000", "active")]
     if backend == "fw4":
         assert all(e["hits"] >= 1 for e in listed), listed
+        add(lab, "tcp:8080")    # another apply replaces the table: hits are carried over
+        again = wh_json(lab, "inbound", "list")["exemptions"]
+        assert [e["hits"] for e in again[:2]] == [e["hits"] for e in listed], again
 
 
 @pytest.mark.lab

@@ -34,7 +34,7 @@ def apply(plan, backend, main):
     marks = Marks(main["mark_mask"])
     try:
         if backend == "fw4":
-            _load_nft(files[paths.NFT_RULESET])
+            _load_nft(plan.get("live", {}).get(paths.NFT_RULESET) or files[paths.NFT_RULESET])
             _sync_fw4_snippets(marks, enabled=main["enabled"])
         else:
             _load_fw3(files, enabled=main["enabled"] and bool(plan["routing"]["rules"]))

@@ -48,6 +48,13 @@ class Demo:
                     result.returncode == 0, f"rc={result.returncode}")
 
 
+    def show(self, lab, host, *args):
+        print(f"  $ wormhole {' '.join(args)}")
+        result = lab.wormhole(host, *args, check=False)
+        for line in result.stdout.strip().splitlines():
+            print(f"      {line}")
+
+
 def write_config(root, uplinks):
     """A minimal /etc/config/wormhole: backend auto-detected, uplinks as in the lab."""
     lines = ["config wormhole 'main'", "\toption enabled '1'", "\toption backend 'auto'", ""]
@@ -89,6 +96,20 @@ def router_part(demo):
         demo.heading("A firewall reload (fw4 reload) keeps it working")
         lab.run("router", [lab.root / "sbin/fw4", "reload"])
         demo.connects(lab, "client", lab.wan4, 443, want_peer=lab.client4)
+
+        demo.heading("What wormhole reports and what it put into the kernel")
+        demo.show(lab, "router", "status")
+        demo.show(lab, "router", "inbound", "list")
+        print("  $ nft list table inet wormhole   (the mark and restore rules)")
+        ruleset = lab.run("router", ["nft", "list", "table", "inet", "wormhole"]).stdout
+        for line in ruleset.splitlines():
+            if "!wormhole:" in line and ("vmap" in line or "set" in line):
+                print("      " + line.strip())
+        for fam in ("-4", "-6"):
+            print(f"  $ ip {fam} rule | grep fwmark")
+            for line in lab.run("router", ["ip", fam, "rule"]).stdout.splitlines():
+                if "fwmark" in line:
+                    print("      " + line.strip())
 
 
 def gateway_part(demo):

@@ -17,12 +17,27 @@ PRI_SRCNAT = "srcnat - 10"
 
 
 def render(model):
-    """{path: text or None (remove)} for the fw4 backend."""
-    files = {paths.NFT_RULESET: HEADER + RESET + ("\n" + _table(model) if _has_rules(model) else "")}
+    """{path: text or None (remove)} for the fw4 backend.
+
+    The file on disk carries zeroed element counters, so re-applying an unchanged config
+    never rewrites flash; `live_ruleset` is what apply loads, with the previous counters.
+    """
+    files = {paths.NFT_RULESET: _ruleset(model, seeded=False)}
     enabled = model.main["enabled"]
     for chain, text in chain_pre_snippets(model.marks).items():
         files[paths.NFT_CHAIN_PRE.format(chain=chain)] = text if enabled else None
     return files
+
+
+def live_ruleset(model):
+    """The ruleset with hit counters carried over from the live table (None: same as the file)."""
+    if not model.counters or not _has_rules(model):
+        return None
+    return _ruleset(model, seeded=True)
+
+
+def _ruleset(model, seeded):
+    return HEADER + RESET + ("\n" + _table(model, seeded) if _has_rules(model) else "")
 
 
 def _has_rules(model):
@@ -58,13 +73,13 @@ class _Out:
         return "\n".join(self.lines) + "\n"
 
 
-def _table(m):
+def _table(m, seeded):
     o = _Out()
     o(0, "table inet wormhole {")
     for u in m.uplinks:
-        _inbound_map(o, m, u)
+        _inbound_map(o, m, u, seeded)
         if m.redirects.get(u.name):
-            _dnat_map(o, m, u)
+            _dnat_map(o, m, u, seeded)
     clamps = _mss_clamps(m)
     for fam in (4, 6):
         if clamps[fam]:
@@ -86,9 +101,9 @@ def _table(m):
     return o.text()
 
 
-def _elements(o, m, map_name, items):
-    """items: [(key, verdict, entry)], with counters carried over from the last apply."""
-    seeds = m.counters.get(map_name, {})
+def _elements(o, m, map_name, items, seeded):
+    """items: [(key, verdict, entry)]; seeded: counters carried over from the live table."""
+    seeds = m.counters.get(map_name, {}) if seeded else {}
     o(2, "elements = {")
     for i, (key, verdict, entry) in enumerate(items):
         packets, nbytes = seeds.get(key, (0, 0))
@@ -99,7 +114,7 @@ def _elements(o, m, map_name, items):
 
 
 
-def _inbound_map(o, m, u):
+def _inbound_map(o, m, u, seeded):
     name = "in_%s" % ident(u.name)
     items = []
     for el in sorted(m.inbound.get(u.name, []), key=_element_order):
@@ -111,7 +126,7 @@ def _inbound_map(o, m, u):
     o(2, "flags interval")
     o(2, "counter")
     if items:
-        _elements(o, m, name, items)
+        _elements(o, m, name, items, seeded)
     o(1, "}")
     o(1)
 
@@ -120,7 +135,7 @@ def _element_order(el):
     return (el.family, el.proto, el.ports)
 
 
-def _dnat_map(o, m, u):
+def _dnat_map(o, m, u, seeded):
     name = "dnat_%s" % ident(u.name)
     items = []
     for e in m.redirects[u.name]:
@@ -134,7 +149,7 @@ def _dnat_map(o, m, u):
     o(2, "type nf_proto . inet_proto . inet_service : verdict")
     o(2, "flags interval")
     o(2, "counter")
-    _elements(o, m, name, items)
+    _elements(o, m, name, items, seeded)
     o(1, "}")
     o(1)
 
