@@ -135,6 +135,9 @@ def test_image_build_install_then_the_installed_copy_works(ipks, sim, netns):
     reply = support.first_json(support.run(["ip", "netns", "exec", netns.name, plugin, "call", "list"],
                                            env=env, input="{}", cwd="/").stdout)
     assert [(e["port"], e["label"]) for e in reply["exemptions"]] == [("443", "LuCI")]
+    # Bytecode goes to RAM (/var/run), never next to the sources on the flash overlay.
+    assert not list((root / "usr/lib/wormhole").rglob("*.pyc"))
+    assert list((root / "var/run/wormhole/pycache").rglob("*.pyc"))
     support.run(["ip", "netns", "exec", netns.name, cli, "cleanup"], env=env, cwd="/")
     assert kernel(netns) == before
 
