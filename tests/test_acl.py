@@ -110,3 +110,46 @@ def test_views_call_only_granted_methods(acl):
         assert called <= granted, (view, called - granted)
         called_anywhere |= called
     assert called_anywhere, "the pattern found no rpc.declare of object wormhole"
+
+
+def test_read_grant_methods_write_nothing_and_write_grant_methods_do(root, monkeypatch, tmp_path):
+    """The grants follow what the methods do, not only their names: every method of the read
+    grant runs with every write path trapped and changes no byte under the root; every
+    method of the write grant reaches one. A writing method filed under READ_METHODS (or a
+    new write method left out of WRITE_METHODS and so of the write grant) fails here."""
+    from wormhole import api, config, fsutil
+
+    support.write_config(root, support.UPLINK_WAN + "\nconfig exemption 'ex_a'\n\toption port '443'\n")
+    empty = tmp_path / "no-tools"
+    empty.mkdir()
+    monkeypatch.setenv("WORMHOLE_PATH", str(empty))    # no tool, so no kernel change either
+    writes = []
+
+    def trap(name):
+        def record(*args, **kwargs):
+            writes.append(name)
+            raise RuntimeError("write path %s reached" % name)
+        return record
+
+    monkeypatch.setattr(api, "_apply_locked", trap("apply"))
+    monkeypatch.setattr(config, "edit", trap("config.edit"))
+    monkeypatch.setattr(fsutil, "atomic_write", trap("atomic_write"))
+    monkeypatch.setattr(fsutil, "remove_file", trap("remove_file"))
+
+    def snapshot():
+        return {str(p): p.read_bytes() for p in root.rglob("*") if p.is_file() and "lock" not in p.name}
+
+    before = snapshot()
+    for method in methods.READ_METHODS:
+        reply = api.call(method, {})
+        assert writes == [], (method, writes)
+        assert "error" not in reply or reply["error"]["code"] != "internal_error", (method, reply)
+    assert snapshot() == before
+
+    requests = {"add": {"port": "80"}, "update": {"id": "ex_a", "label": "x"}, "del": {"id": "ex_a"}, "apply": {}}
+    assert set(requests) == set(methods.WRITE_METHODS)
+    for method, request in requests.items():
+        del writes[:]
+        with pytest.raises(RuntimeError):
+            api.call(method, dict(request))
+        assert writes, method

@@ -54,7 +54,7 @@ def kernel(lab):
 def test_apply_installs_the_plan(lab):
     wh(lab, "inbound", "add", "tcp:443", "--label", "LuCI", "--open")
     ruleset = lab.exec(["nft", "list", "table", "inet", "wormhole"]).stdout
-    assert "ipv4 . tcp . 443" in ruleset and "ipv6 . tcp . 443" in ruleset
+    assert "443 . tcp . ipv4" in ruleset and "443 . tcp . ipv6" in ruleset
     fw4_input = lab.exec(["nft", "list", "chain", "inet", "fw4", "input"]).stdout
     assert "!wormhole: accept ports opened or forwarded" in fw4_input
     rules4 = lab.exec(["ip", "-4", "rule", "show"]).stdout
@@ -124,7 +124,7 @@ def test_rejected_apply_keeps_previous_state_and_the_config_change(lab, tmp_path
     listed = {e["port"]: e for e in json.loads(wh(lab, "inbound", "list", "--json").stdout)["exemptions"]}
     assert listed["51820"]["status"] == "error"
     wh(lab, "apply")
-    assert "ipv4 . udp . 51820" in lab.exec(["nft", "list", "table", "inet", "wormhole"]).stdout
+    assert "51820 . udp . ipv4" in lab.exec(["nft", "list", "table", "inet", "wormhole"]).stdout
 
 
 def test_missing_tool_is_reported(lab, tmp_path):

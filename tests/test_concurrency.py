@@ -62,7 +62,7 @@ def test_fifty_concurrent_adds_all_land(netns, tmp_path, monkeypatch):
     # The last apply saw every entry: all fifty ports are in the kernel.
     table = netns.exec(["nft", "list", "table", "inet", "wormhole"]).stdout
     for port, _reply, _p in results:
-        assert "tcp . %s " % port in table, port
+        assert " %s . tcp . " % port in table, port
     listed, _ = support.plugin(root, "list", {}, ns=netns)
     assert len(listed["exemptions"]) == N
 

@@ -131,7 +131,7 @@ def test_image_build_install_then_the_installed_copy_works(ipks, sim, netns):
     cli = str(root / "usr/sbin/wormhole")
     support.run(["ip", "netns", "exec", netns.name, cli, "inbound", "add", "tcp:443", "--label", "LuCI"],
                 env=env, cwd="/")
-    assert "tcp . 443" in netns.exec(["nft", "list", "table", "inet", "wormhole"]).stdout
+    assert " 443 . tcp . " in netns.exec(["nft", "list", "table", "inet", "wormhole"]).stdout
     reply = support.first_json(support.run(["ip", "netns", "exec", netns.name, plugin, "call", "list"],
                                            env=env, input="{}", cwd="/").stdout)
     assert [(e["port"], e["label"]) for e in reply["exemptions"]] == [("443", "LuCI")]
@@ -165,7 +165,7 @@ def test_install_upgrade_hotplug_remove_fw4(ipks, sim, netns):
     r.run(["wormhole", "inbound", "add", "tcp:443", "--label", "LuCI"])
     r.run(["wormhole", "forward", "add", "tcp:8443", "192.168.1.20:443", "--label", "NAS"])
     applied = kernel(netns)
-    assert "tcp . 443" in applied and "lookup 4091" in applied
+    assert " 443 . tcp . " in applied and "lookup 4091" in applied
     assert r.path("/usr/share/nftables.d/ruleset-post/50-wormhole.nft").exists()
     user_config = default_config.read_bytes()
 

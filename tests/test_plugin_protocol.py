@@ -386,7 +386,7 @@ def test_round_trip_add_list_del_through_nft(netns, tmp_path, decoy):
     assert set(reply) == {"id", "applied"} and reply["applied"] is True, reply
     sid = reply["id"]
     table = _nft_table(netns)
-    assert "tcp . 2222" in table and sid in table
+    assert " 2222 . tcp . " in table and sid in table
 
     reply, _ = rpcd_call(r, "list", cwd=decoy, ns=netns)
     (entry,) = reply["exemptions"]
@@ -408,7 +408,7 @@ def test_update_and_apply_reach_the_kernel(netns, tmp_path, decoy):
     reply, _ = rpcd_call(r, "update", '{"id":"%s","port":"2223","enabled":true}' % sid, cwd=decoy, ns=netns)
     assert reply == {"id": sid, "applied": True}
     table = _nft_table(netns)
-    assert "tcp . 2223" in table and "tcp . 2222" not in table
+    assert " 2223 . tcp . " in table and " 2222 . tcp . " not in table
 
     reply, _ = rpcd_call(r, "update", '{"id":"%s","enabled":"0"}' % sid, cwd=decoy, ns=netns)
     assert reply == {"id": sid, "applied": True}
@@ -416,13 +416,13 @@ def test_update_and_apply_reach_the_kernel(netns, tmp_path, decoy):
 
     reply, _ = rpcd_call(r, "update", '{"id":"%s","enabled":1}' % sid, cwd=decoy, ns=netns)
     assert reply == {"id": sid, "applied": True}
-    assert "tcp . 2223" in _nft_table(netns)
+    assert " 2223 . tcp . " in _nft_table(netns)
 
     # Someone flushed our table: `apply` puts it back.
     netns.exec(["nft", "delete", "table", "inet", "wormhole"])
     reply, _ = rpcd_call(r, "apply", cwd=decoy, ns=netns)
     assert reply["applied"] is True and isinstance(reply["warnings"], list)
-    assert "tcp . 2223" in _nft_table(netns)
+    assert " 2223 . tcp . " in _nft_table(netns)
 
     reply, _ = rpcd_call(r, "del", '{"id":"%s"}' % sid, cwd=decoy, ns=netns)
     assert reply == {"deleted": [sid], "applied": True}

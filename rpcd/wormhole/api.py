@@ -8,8 +8,7 @@ instead of losing each other's changes; a writer that cannot get it in time gets
 
 import os
 
-from . import apply as applier
-from . import config, facts, fsutil, methods, paths, render, schema, state, system
+from . import config, facts, fsutil, methods, paths, schema, state, system
 from .errors import (
     APPLY_FAILED, BUSY, CONFLICT, NOT_FOUND, WormholeError, invalid,
 )
@@ -23,7 +22,7 @@ def call(method, args):
     """Run a method; always returns a reply dict (errors included)."""
     try:
         if method not in methods.METHODS:
-            raise invalid("method", "unknown method %r (known: %s)" % (method, ", ".join(methods.METHODS)))
+            raise invalid("method", "unknown method %s (known: %s)" % (schema.shown(method), ", ".join(methods.METHODS)))
         if not isinstance(args, dict):
             raise invalid("request", "must be a JSON object")
         args = check_args(method, args)
@@ -108,7 +107,7 @@ def _load_for_write():
 def _entry_type(args):
     stype = args.pop("type", "exemption")
     if stype not in config.SECTION_TYPES:
-        raise invalid("type", "%r is not one of %s" % (stype, ", ".join(config.SECTION_TYPES)))
+        raise invalid("type", "%s is not one of %s" % (schema.shown(stype), ", ".join(config.SECTION_TYPES)))
     return stype
 
 
@@ -174,7 +173,7 @@ def update(args):
         cfg = _load_for_write()
         current = cfg.find(sid)
         if current is None:
-            raise WormholeError(NOT_FOUND, "id: no exemption or redirect %r" % sid, field="id")
+            raise WormholeError(NOT_FOUND, "id: no exemption or redirect %s" % schema.shown(sid), field="id")
         _only_options_of(current.type, args)
         merged = dict(current.raw)
         for k, v in args.items():
@@ -208,7 +207,7 @@ def _select_for_delete(cfg, args):
         if set(args) - {"id"}:
             raise invalid(sorted(set(args) - {"id"})[0], "give either id, or proto and port")
         if cfg.find(args["id"]) is None:
-            raise WormholeError(NOT_FOUND, "id: no exemption or redirect %r" % args["id"], field="id")
+            raise WormholeError(NOT_FOUND, "id: no exemption or redirect %s" % schema.shown(args["id"]), field="id")
         return [args["id"]]
     if "port" not in args:
         if args:  # deleting by proto and port, but the port is missing
@@ -240,6 +239,11 @@ def _write(fn):
             fn(ed)
     except UciError as e:
         raise WormholeError(CONFLICT, "config: %s" % e, field="config") from None
+    except OSError as e:
+        # A full disk or a read-only overlay: the atomic write left the file as it was, so
+        # say so, instead of a traceback (CLI) or an internal_error (plugin). Issue 9.
+        raise WormholeError(CONFLICT, "config: cannot be written, so nothing was changed: %s" % e,
+                            field="config") from None
 
 
 def apply_method(args):
@@ -254,6 +258,7 @@ def _apply_locked(sid=None):
 
     The caller holds the lock. Raises apply_failed (with `id` when a change triggered it).
     """
+    from . import apply as applier, render      # writers only: `list`/`status` load neither
     cfg = config.load()
     fw = facts.backend(cfg)
     previous = state.applied()
@@ -278,7 +283,10 @@ def _apply_locked(sid=None):
         state.save_last_apply({"ok": True, "time": applier.now(), "error": None, "backend": fw})
         return warnings
     except (applier.ApplyError, system.ToolError, OSError) as e:
-        state.save_last_apply({"ok": False, "time": applier.now(), "error": str(e), "backend": fw})
+        try:
+            state.save_last_apply({"ok": False, "time": applier.now(), "error": str(e), "backend": fw})
+        except OSError:
+            pass    # the disk that failed the apply may refuse this record too; the reply still tells
         extra = {"id": sid} if sid else {}
         raise WormholeError(APPLY_FAILED, "apply failed, previous rules kept (the change is saved): %s" % e,
                             **extra) from None
@@ -313,7 +321,7 @@ def _hits(e, counters, uplink):
 def _element_keys(e):
     keys = []
     for (_u, proto, fam, ports) in config.entry_keys(e):
-        keys.append("%s . %s . %s" % ("ipv4" if fam == 4 else "ipv6", proto, schema.format_port_range(ports)))
+        keys.append("%s . %s . %s" % (schema.format_port_range(ports), proto, "ipv4" if fam == 4 else "ipv6"))
     return keys
 
 
@@ -370,7 +378,7 @@ def status(args):
     ks = facts.killswitch(ups)
     previous = state.applied().get("uplink_index", {})
     last = state.last_apply() or {"ok": None, "time": None, "error": None}
-    warnings = _config_warnings(cfg) + _sysctl_warnings(cfg, ups)
+    warnings = _config_warnings(cfg) + _sysctl_warnings(cfg, ups) + _redirect_warnings(cfg, ups)
     uplinks = []
     for name, u in sorted(ups.items()):
         rpf, svm = facts.rp_filter(u["device"])
@@ -413,13 +421,24 @@ def _sysctl_warnings(cfg, ups):
     return out
 
 
+def _redirect_warnings(cfg, ups):
+    """Port forwards that cannot work as configured: no route to the destination (or a route
+    back out of the uplink), forwarding off, an mss larger than the tunnel allows, a
+    firewall `config redirect` on the same public port. The same findings as `check`."""
+    if cfg.error or not cfg.main["enabled"] or not cfg.active("redirect"):
+        return []
+    from . import diagnostics
+    return [msg for _e, _level, _check, msg in diagnostics.redirect_problems(cfg, ups)]
+
+
 def render_method(args):
     cfg = config.load()
     if cfg.error:
         raise WormholeError(CONFLICT, "config: %s" % cfg.error, field="config")
     fw = args.get("backend") or facts.backend(cfg)
     if fw not in ("fw4", "fw3"):
-        raise invalid("backend", "%r is not one of fw4, fw3" % fw)
+        raise invalid("backend", "%s is not one of fw4, fw3" % schema.shown(fw))
+    from . import render
     f = facts.gather(cfg)
     plan = render.render(cfg, f, fw)
     return {"files": plan["files"], "routing": plan["routing"], "warnings": plan["warnings"],

@@ -221,9 +221,10 @@ def _show_render(r):
         out.append(text.rstrip("\n") if text is not None else "# (removed)")
     out.append("# ==> routing <==")
     for rule in r["routing"]["rules"]:
-        out.append("ip %s rule add priority %s%s fwmark %s lookup %s" % (
+        out.append("ip %s rule add priority %s%s%s fwmark %s lookup %s" % (
             "-4" if rule["family"] == "ipv4" else "-6", rule["priority"],
-            (" iif %s" % rule["iif"]) if rule.get("iif") else "", rule["fwmark"], rule["table"]))
+            (" iif %s" % rule["iif"]) if rule.get("iif") else "",
+            (" from %s" % rule["src"]) if rule.get("src") else "", rule["fwmark"], rule["table"]))
     for route in r["routing"]["routes"]:
         out.append("ip %s route replace default%s dev %s table %s" % (
             "-4" if route["family"] == "ipv4" else "-6", (" via %s" % route["via"]) if route.get("via") else "",

@@ -7,7 +7,8 @@ message says what is wrong and the exact fix, never just that something failed.
 import ipaddress
 
 from . import config, facts, paths, render, schema, system
-from .apply import fw4_snippet_rules, routing_snapshot
+from .apply import RULE_KEYS, fw4_snippet_rules, routing_snapshot
+from .render.common import Marks
 from .uci import UciError, open_backend
 
 
@@ -73,12 +74,14 @@ def _kernel_findings(cfg, fw, plan):
             ("error", "iptables chain WORMHOLE_PRE is missing; run `wormhole apply` or `fw3 reload`")
         out.append(_f("rules", level, msg))
     current = routing_snapshot(cfg.main)
-    have = [{k: r[k] for k in ("family", "priority", "fwmark", "table", "iif") if k in r} for r in current["rules"]]
+    have = [{k: r[k] for k in RULE_KEYS if k in r} for r in current["rules"]]
     for rule in plan["routing"]["rules"]:
-        want = {k: rule[k] for k in ("family", "priority", "fwmark", "table", "iif") if k in rule}
+        want = {k: rule[k] for k in RULE_KEYS if k in rule}
         if want not in have:
-            out.append(_f("ip-rule", "error", "missing %s rule priority %s fwmark %s lookup %s (netifd restarted? "
-                          "run `wormhole apply`)" % (rule["family"], rule["priority"], rule["fwmark"], rule["table"])))
+            out.append(_f("ip-rule", "error", "missing %s rule priority %s%s fwmark %s lookup %s (netifd restarted? "
+                          "run `wormhole apply`)" % (rule["family"], rule["priority"],
+                                                     (" from %s" % rule["src"]) if rule.get("src") else "",
+                                                     rule["fwmark"], rule["table"])))
     routes = {(r["family"], r["table"]) for r in current["routes"] if r["dst"] == "default"}
     for route in plan["routing"]["routes"]:
         if (route["family"], route["table"]) not in routes:
@@ -178,20 +181,196 @@ def _service_findings(cfg, fw):
             else:
                 out.append(_f("service", "ok", "%s (%s): %s" % (
                     label, e.id, "forwarded to a LAN host" if forwarded else "served by the router"), id=e.id))
-    for e in cfg.active("redirect"):
-        r = e.rec
-        for protos, pr, s in forwards:
-            if (r["proto"] in protos or r["proto"] == "tcpudp") and pr[0] <= r["src_dport"][1] and r["src_dport"][0] <= pr[1]:
-                out.append(_f("redirect", "warn", "%s: public port %s is also forwarded by the firewall's redirect %s; "
-                              "only the first DNAT wins (wormhole's)" % (e.id, schema.format_port_range(r["src_dport"]), s.name),
-                              id=e.id))
     return out
 
 
 # --- redirects --------------------------------------------------------------------------
+#
+# What goes wrong with a port forward, gateway side first: the destination has no route
+# (or is routed back out of the uplink), forwarding is off, the tunnel's WireGuard peer
+# does not accept the destination, an explicit mss does not fit the tunnel, a firewall
+# redirect claims the same public port, or (snat 0) the backend does not send its
+# replies back through the tunnel. Backend side: the gateway's peer there does not
+# allow arbitrary destinations, so WireGuard drops the replies.
+
+BACKEND_NEEDS = ("an exemption for %s on its tunnel interface (`wormhole inbound add %s "
+                 "--interface <tunnel network> --open`) and, on its WireGuard peer for this gateway, "
+                 "allowed_ips 0.0.0.0/0, ::/0 without routes (netifd: option route_allowed_ips '0'; "
+                 "wg-quick: Table = off)")
+
+
+def _spec(r, ports):
+    return "%s:%s" % (r["proto"], schema.format_port_range(ports))
+
+
+def _header_bytes(dest):
+    return 40 if dest.version == 4 else 60
+
+
+def redirect_problems(cfg, ups):
+    """[(entry, level, check, message)] that need no tool but `ip`: shared by check and status."""
+    out = []
+    uplink_devs = {u["device"] for u in ups.values() if u.get("device")}
+    mtus = None
+    for e in cfg.active("redirect"):
+        r = e.rec
+        dest = r["dest_ip"]
+        route = facts.route_get(str(dest))
+        if not route or not route.get("dev") or route.get("type", "unicast") != "unicast":
+            out.append((e, "error", "redirect", "%s: %s is not routable from here (no route to it: is the tunnel or "
+                        "LAN it lives on up, and is dest_ip the host's address on it?)" % (e.id, dest)))
+            continue
+        if route["dev"] in uplink_devs:
+            out.append((e, "error", "redirect", "%s: %s is reached through the uplink %s itself, so the forward would "
+                        "send clients back out to the internet; point dest_ip at a LAN host or at the backend's "
+                        "tunnel address" % (e.id, dest, route["dev"])))
+            continue
+        if r["mss"] and r["proto"] != "udp":
+            mtus = facts.dest_mtus(cfg) if mtus is None else mtus
+            mtu = mtus.get(str(dest))
+            if mtu and r["mss"] > mtu - _header_bytes(dest):
+                # the clamp only ever lowers the MSS and the route-MTU clamp runs first, so a
+                # too-large mss is not harmful, only a sign of a wrong assumption about the path
+                out.append((e, "warn", "mss", "%s: mss %d is larger than the path allows (%s has MTU %d, so at most "
+                            "%d) and has no effect: the automatic clamp to the route MTU already goes lower. An "
+                            "explicit mss is for a path narrower than the tunnel device (a tunnel inside a tunnel): "
+                            "set it below %d, or leave it empty" % (
+                                e.id, r["mss"], route["dev"], mtu, mtu - _header_bytes(dest), mtu - _header_bytes(dest))))
+    out += _forwarding_problems(cfg)
+    out += _firewall_redirect_problems(cfg)
+    return out
+
+
+def _forwarding_problems(cfg):
+    out = []
+    for fam, key, path in ((4, "net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward"),
+                           (6, "net.ipv6.conf.all.forwarding", "/proc/sys/net/ipv6/conf/all/forwarding")):
+        entries = [e for e in cfg.active("redirect") if e.rec["dest_ip"].version == fam]
+        if entries and system.read_sys(path, "1") == "0":
+            out.append((entries[0], "error", "forwarding",
+                        "IPv%d forwarding is off, so no port forward to an IPv%d destination (%s) can pass; run "
+                        "`sysctl -w %s=1` and make it permanent (/etc/sysctl.d)" % (
+                            fam, fam, ", ".join(e.id for e in entries), key)))
+    return out
+
+
+def _firewall_redirect_problems(cfg):
+    """A firewall `config redirect` on a public port of ours: both DNAT, wormhole's runs first."""
+    out = []
+    forwards = _fw_ports(_firewall_sections(), "redirect", "src_dport", None)
+    for e in cfg.active("redirect"):
+        r = e.rec
+        for protos, pr, s in forwards:
+            if ((r["proto"] in protos or r["proto"] == "tcpudp" or "all" in protos)
+                    and pr[0] <= r["src_dport"][1] and r["src_dport"][0] <= pr[1]):
+                name = s.options.get("name") or s.name
+                out.append((e, "warn", "redirect", "%s: public port %s is also forwarded by the firewall's redirect "
+                            "'%s' (/etc/config/firewall); wormhole's DNAT runs first, so that one never sees these "
+                            "connections: delete one of the two" % (
+                                e.id, schema.format_port_range(r["src_dport"]), name)))
+    return out
+
+
+def _redirect_findings(cfg, ups):
+    out = [_f(check, level, msg, id=e.id) for e, level, check, msg in redirect_problems(cfg, ups)]
+    broken = {x["id"] for x in out if x["level"] == "error" and x["check"] != "forwarding"}
+    marks = Marks(cfg.main["mark_mask"])
+    table = None
+    for e in cfg.active("redirect"):
+        if e.id in broken:
+            continue
+        r = e.rec
+        route = facts.route_get(str(r["dest_ip"])) or {}
+        peers = _wireguard_peers(route.get("dev"))
+        if peers is not None and not any(r["dest_ip"] in net for nets in peers for net in nets):
+            out.append(_f("wireguard", "error", "%s: no WireGuard peer on %s has %s in its allowed_ips, so WireGuard "
+                          "drops the forwarded packets; add the backend's tunnel address to the allowed_ips of the "
+                          "backend's peer here (netifd: list allowed_ips '%s/%d')" % (
+                              e.id, route["dev"], r["dest_ip"], r["dest_ip"], r["dest_ip"].max_prefixlen), id=e.id))
+            continue
+        if r["snat"] or peers is None:
+            continue
+        if table is None:
+            table = conntrack_table()
+        out.append(_preserve_finding(e, marks, table))
+    out += _backend_tunnel_findings(cfg, ups)
+    return out
+
+
+def _preserve_finding(e, marks, table):
+    """snat 0 toward a tunnel: the gateway cannot see the backend's routing, but conntrack can
+    tell whether connections it forwarded there were ever answered."""
+    r = e.rec
+    needs = BACKEND_NEEDS % (_spec(r, r["dest_port"]), _spec(r, r["dest_port"]))
+    if table is None:
+        return _f("redirect", "warn", "%s: client addresses are preserved, so the backend must send its replies back "
+                  "through the tunnel (conntrack is not readable here to confirm it); it needs %s" % (e.id, needs), id=e.id)
+    answered, unanswered = _replies_seen(e, marks, table)
+    if answered:
+        return _f("redirect", "ok", "%s: client addresses are preserved and the backend answers through the tunnel "
+                  "(%d answered connection%s)" % (e.id, answered, "" if answered == 1 else "s"), id=e.id)
+    if unanswered:
+        return _f("redirect", "error", "%s: %d connection%s forwarded to %s got no reply: with client addresses "
+                  "preserved the backend sends its replies out of its own default route instead of the tunnel, or "
+                  "WireGuard there drops them. The backend needs %s; or set snat 1 (the backend then sees this "
+                  "gateway's address)" % (e.id, unanswered, "" if unanswered == 1 else "s", r["dest_ip"], needs), id=e.id)
+    return _f("redirect", "warn", "%s: client addresses are preserved, so the backend must send its replies back "
+              "through the tunnel; no forwarded connection has been seen yet to confirm it. The backend needs %s" % (
+                  e.id, needs), id=e.id)
+
+
+def conntrack_table():
+    """Parsed /proc/net/nf_conntrack: [(proto, reply src address, reply sport, mark, replied)], or None."""
+    text = system.read_sys("/proc/net/nf_conntrack")
+    if text is None:
+        return None
+    out = []
+    for line in text.splitlines():
+        entry = _conntrack_line(line.split())
+        if entry:
+            out.append(entry)
+    return out
+
+
+def _conntrack_line(cols):
+    if len(cols) < 6 or cols[2] not in ("tcp", "udp"):
+        return None
+    src, sport = [], []
+    mark = 0
+    for col in cols:
+        key, _, value = col.partition("=")
+        if key == "src":
+            src.append(value)
+        elif key == "sport":
+            sport.append(value)
+        elif key == "mark":
+            mark = int(value) if value.isdigit() else 0
+    if len(src) < 2 or len(sport) < 2:
+        return None
+    try:
+        return cols[2], ipaddress.ip_address(src[1]), int(sport[1]), mark, "[UNREPLIED]" not in cols
+    except ValueError:
+        return None
+
+
+def _replies_seen(e, marks, table):
+    r = e.rec
+    protos = ("tcp", "udp") if r["proto"] == "tcpudp" else (r["proto"],)
+    lo, hi = r["dest_port"]
+    answered = unanswered = 0
+    for proto, addr, port, mark, replied in table:
+        if proto in protos and addr == r["dest_ip"] and lo <= port <= hi and mark & marks.published:
+            if replied:
+                answered += 1
+            else:
+                unanswered += 1
+    return answered, unanswered
+
 
 def _wireguard_peers(dev):
-    """[(allowed prefixes)] per peer of a WireGuard device, or None if it is not one."""
+    """[[allowed prefixes] per peer] of a WireGuard device, or None if it is not one."""
+    if not dev:
+        return None
     try:
         rc, out, _ = system.run(["wg", "show", dev, "allowed-ips"], check=False, timeout=5)
     except system.ToolError:
@@ -200,9 +379,8 @@ def _wireguard_peers(dev):
         return None
     peers = []
     for line in out.splitlines():
-        parts = line.split()
         nets = []
-        for p in parts[1:]:
+        for p in line.split()[1:]:
             try:
                 nets.append(ipaddress.ip_network(p, strict=False))
             except ValueError:
@@ -211,38 +389,10 @@ def _wireguard_peers(dev):
     return peers
 
 
-def _redirect_findings(cfg, ups):
-    out = []
-    uplink_devs = {u["device"] for u in ups.values()}
-    for e in cfg.active("redirect"):
-        r = e.rec
-        dest = r["dest_ip"]
-        route = facts.route_get(str(dest))
-        if not route or not route.get("dev"):
-            out.append(_f("redirect", "error", "%s: %s is not routable from here" % (e.id, dest), id=e.id))
-            continue
-        if route["dev"] in uplink_devs:
-            out.append(_f("redirect", "error", "%s: %s is reached through the uplink %s itself; the forward would "
-                          "hairpin back to the internet" % (e.id, dest, route["dev"]), id=e.id))
-            continue
-        peers = _wireguard_peers(route["dev"])
-        if peers is not None and not any(dest in net for nets in peers for net in nets):
-            out.append(_f("wireguard", "error", "%s: no WireGuard peer on %s has %s in its allowed_ips; add the "
-                          "backend's tunnel address to that peer's allowed_ips" % (e.id, route["dev"], dest), id=e.id))
-        mtu = (facts.dest_mtus(cfg) or {}).get(str(dest))
-        if r["mss"] and mtu and r["mss"] > mtu - (40 if dest.version == 4 else 60):
-            out.append(_f("mss", "warn", "%s: mss %d is larger than the path allows (%s MTU %d -> at most %d)" % (
-                e.id, r["mss"], route["dev"], mtu, mtu - (40 if dest.version == 4 else 60)), id=e.id))
-        if not r["snat"] and peers is not None:
-            out.append(_f("redirect", "ok", "%s: client addresses are preserved; the backend must route replies back "
-                          "into the tunnel (wormhole on the backend with an exemption on its tunnel interface, and "
-                          "allowed_ips 0.0.0.0/0, ::/0 on its peer for this gateway)" % e.id, id=e.id))
-    out += _backend_tunnel_findings(cfg, ups)
-    return out
-
-
 def _backend_tunnel_findings(cfg, ups):
-    """On a backend: exemptions on a WireGuard uplink need a peer that accepts any source."""
+    """On a backend: clients keep their internet addresses through the tunnel (snat 0), and
+    WireGuard accepts a packet from a peer only if its source is in that peer's allowed_ips,
+    and sends one only to a peer whose allowed_ips cover its destination."""
     out = []
     for e in cfg.active("exemption"):
         u = ups.get(e.rec["interface"])
@@ -255,8 +405,11 @@ def _backend_tunnel_findings(cfg, ups):
             if e.rec["family"] not in ("any", "ipv%d" % fam):
                 continue
             if not any(net == default for nets in peers for net in nets):
+                # IPv4 is what nearly every gateway forwards; an IPv6 gap only matters with IPv6 forwards
                 out.append(_f("wireguard", "error" if fam == 4 else "warn",
-                              "%s: replies to internet clients leave by %s, but no peer there has %s in allowed_ips, "
-                              "so WireGuard drops them; add %s to the gateway peer's allowed_ips (netifd: with "
-                              "route_allowed_ips 0)" % (e.id, u["device"], default, default), id=e.id))
+                              "%s: IPv%d clients reach this host through %s with their own internet addresses, but "
+                              "no peer there has %s in its allowed_ips, so WireGuard drops their packets and the "
+                              "replies to them; add %s to the allowed_ips of the gateway's peer without routing it "
+                              "(netifd: option route_allowed_ips '0'; wg-quick: Table = off)" % (
+                                  e.id, fam, u["device"], default, default), id=e.id))
     return out

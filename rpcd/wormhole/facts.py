@@ -3,14 +3,17 @@
 With `config` this is the only reader of the system. Facts are plain JSON-able data so
 render stays pure and tests can pin them. The kernel is asked, never guessed at: the
 kill-switch is whatever `ip route get` says a public destination uses.
+
+Route, link and address questions go to the kernel in-process (rtnl), and so do the map
+counters (nfnl); each falls back to running `ip` or `nft` if that fails, and answers
+exactly as the tool would (system.kernel_json). A LuCI `list` or `status` starts no tool.
 """
 
 import ipaddress
 import os
 
-from . import paths, state, system
+from . import nfnl, paths, rtnl, state, system
 from .config import uplink_of
-from .render.common import assign_uplink_indices
 
 # Documentation addresses: routed by the default route everywhere, never contacted
 # (a route lookup sends nothing).
@@ -28,6 +31,7 @@ def backend(cfg):
 
 def gather(cfg, with_counters=True):
     """Everything render and status need, as plain data."""
+    from .render.common import assign_uplink_indices   # render is not needed to read status
     fw = backend(cfg)
     ups = uplinks(cfg)
     previous = state.applied().get("uplink_index", {})
@@ -112,6 +116,10 @@ def uplinks(cfg):
         fact["up"] = bool(link) and fact.get("up", True) and "UP" in link.get("flags", [])
         fact["p2p"] = bool(link) and "POINTOPOINT" in link.get("flags", [])
         fact["mtu"] = link.get("mtu") if link else None
+        if fact["p2p"]:
+            # A tunnel's own addresses: routing.plan gives replies sourced from them a
+            # fallback route where main has none for their family (see routing.py).
+            fact["addresses"] = _addresses(fact["device"])
         if not fact.get("gateway"):
             fact["gateway"] = _kernel_gateway(fact["device"], "-4")
         if not fact.get("gateway6"):
@@ -120,14 +128,32 @@ def uplinks(cfg):
     return out
 
 
+def _ip(argv, ask):
+    """`ip -j ...` output, from the kernel in-process when possible (see the module docstring)."""
+    return system.kernel_json(argv, ask, rtnl.Error)
+
+
 def _link(dev):
-    data = system.run_json(["ip", "-j", "link", "show", "dev", dev])
+    data = _ip(["ip", "-j", "link", "show", "dev", dev], lambda: rtnl.link(dev))
     return data[0] if data else None
+
+
+def _addresses(dev):
+    """Global-scope addresses on a device (no link-local), sorted for a stable plan."""
+    data = system.run_json(["ip", "-j", "addr", "show", "dev", dev]) or []
+    found = set()
+    for link in data:
+        for a in link.get("addr_info", []):
+            if a.get("scope") == "global" and a.get("local"):
+                found.add(a["local"])
+    return sorted(found)
 
 
 def _kernel_gateway(dev, fam):
     """The gateway of a default route through `dev` in the main table, if any."""
-    data = system.run_json(["ip", "-j", fam, "route", "show", "default", "dev", dev]) or []
+    family = "ipv4" if fam == "-4" else "ipv6"
+    data = _ip(["ip", "-j", fam, "route", "show", "default", "dev", dev],
+               lambda: rtnl.default_routes(dev, family)) or []
     for route in data:
         if route.get("gateway"):
             return route["gateway"]
@@ -151,7 +177,13 @@ def dest_mtus(cfg):
 
 
 def route_get(dest, extra=()):
-    data = system.run_json(["ip", "-j", "route", "get", dest] + list(extra))
+    """`ip route get DEST [from SRC iif DEV]` as a dict, or None when there is no route."""
+    argv = ["ip", "-j", "route", "get", dest] + list(extra)
+    opts = dict(zip(extra[::2], extra[1::2]))
+    if set(opts) - {"from", "iif"} or len(extra) % 2:
+        data = system.run_json(argv)
+    else:
+        data = _ip(argv, lambda: rtnl.route_get(dest, src=opts.get("from"), iif=opts.get("iif")))
     return data[0] if data else None
 
 
@@ -189,7 +221,7 @@ def killswitch(ups):
 
 def lan_sources(uplink_devices):
     """(device, a neighbour address) for private IPv4 subnets on non-uplink devices."""
-    data = system.run_json(["ip", "-j", "-4", "addr", "show"]) or []
+    data = _ip(["ip", "-j", "-4", "addr", "show"], lambda: rtnl.addresses("ipv4")) or []
     out = []
     for link in data:
         dev = link.get("ifname")
@@ -212,6 +244,11 @@ def lan_sources(uplink_devices):
 
 def nft_counters():
     """{map: {element key text: [packets, bytes]}} from the live `table inet wormhole`."""
+    if system.installed("nft"):
+        try:
+            return nfnl.map_counters()
+        except nfnl.Error:
+            pass                         # ask nft itself
     data = system.run_json(["nft", "-j", "list", "table", "inet", "wormhole"])
     out = {}
     for obj in (data or {}).get("nftables", []):
@@ -228,7 +265,8 @@ def nft_counters():
 
 
 def _element(item):
-    """One JSON map element -> ("ipv4 . tcp . 443", [packets, bytes])."""
+    """One JSON map element -> ("443 . tcp . ipv4", [packets, bytes]): port first, as
+    render writes the keys (render/nft.py KEY_TYPE)."""
     if isinstance(item, list) and item:
         item = item[0]
     elem = item.get("elem", item) if isinstance(item, dict) else None
@@ -244,6 +282,8 @@ def _element(item):
             text.append("%s-%s" % tuple(p["range"]))
         else:
             text.append(str(p))
+    if text[0] in ("ipv4", "ipv6"):
+        text.reverse()       # a table loaded by a version that put the family first: same element
     counter = elem.get("counter") or {}
     return " . ".join(text), [int(counter.get("packets", 0)), int(counter.get("bytes", 0))]
 

@@ -3,6 +3,7 @@
 import errno
 import fcntl
 import os
+import re
 import time
 
 
@@ -16,7 +17,9 @@ def atomic_write(path, data, mode=0o644):
     os.makedirs(directory, exist_ok=True)
     if isinstance(data, str):
         data = data.encode("utf-8", "surrogateescape")
-    tmp = os.path.join(directory, ".%s.tmp-%d" % (os.path.basename(path), os.getpid()))
+    prefix = ".%s.tmp-" % os.path.basename(path)
+    remove_stale(directory, prefix)
+    tmp = os.path.join(directory, "%s%d" % (prefix, os.getpid()))
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, mode)
     try:
         try:
@@ -35,6 +38,34 @@ def atomic_write(path, data, mode=0o644):
     _fsync_dir(directory)
 
 
+def remove_stale(directory, prefix):
+    """Delete `<prefix><pid>...` files of processes that are gone.
+
+    A writer killed between creating its temp file and renaming it (rpcd's SIGKILL, a
+    power cut) left the temp file behind, and every such kill added one more to
+    /etc/config on flash (issue 9). Files of live processes are left alone; a reused pid
+    only delays the clean-up.
+    """
+    try:
+        names = os.listdir(directory)
+    except OSError:
+        return
+    for name in names:
+        pid = re.match(r"[0-9]*", name[len(prefix):]).group() if name.startswith(prefix) else ""
+        if pid and int(pid) != os.getpid() and not _alive(int(pid)):
+            _unlink_quietly(os.path.join(directory, name))
+
+
+def _alive(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True     # exists, but not ours to signal
+    return True
+
+
 def remove_file(path):
     """Delete a file if it exists; fsync its directory so the removal survives a crash."""
     try:
@@ -46,8 +77,11 @@ def remove_file(path):
 
 
 def read_text(path, default=None):
+    """The file's text exactly as stored. newline="": the default universal-newline mode
+    turned every '\r' into '\n', so the first edit through the API rewrote a CRLF config
+    (or a value holding a carriage return) that the user never touched (issue 9)."""
     try:
-        with open(path, "r", encoding="utf-8", errors="surrogateescape") as f:
+        with open(path, "r", encoding="utf-8", errors="surrogateescape", newline="") as f:
             return f.read()
     except FileNotFoundError:
         return default

@@ -9,9 +9,11 @@ guesses: a value it cannot read is an error, an option it does not know is a war
 import ipaddress
 import re
 
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}$")
-_NETWORK_RE = re.compile(r"^[A-Za-z0-9_]{1,15}$")
-_PORT_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?$")
+# \Z, not $: `$` also matches before a final newline, and "wan0\n" passed as a device
+# name and broke the quoted rule text it was put in (issue 9).
+_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
+_NETWORK_RE = re.compile(r"^[A-Za-z0-9_]{1,15}\Z")
+_PORT_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
 _TRUE = ("1", "yes", "on", "true", "enabled")
 _FALSE = ("0", "no", "off", "false", "disabled")
 
@@ -25,19 +27,31 @@ MSS_MIN, MSS_MAX = 536, 65495
 
 # --- value parsers -------------------------------------------------------------------
 
+SHOWN_MAX = 40
+
+
+def shown(raw):
+    """A value quoted for an error message, shortened: a megabyte of input must not come
+    back as a megabyte of message (replies, the LuCI notification, syslog; issue 9)."""
+    text = str(raw)
+    if len(text) <= SHOWN_MAX:
+        return repr(text)
+    return "%r... (%d characters)" % (text[:SHOWN_MAX - 8], len(text))
+
+
 def parse_bool(raw):
     v = raw.strip().lower()
     if v in _TRUE:
         return True
     if v in _FALSE:
         return False
-    raise ValueError("%r is not a boolean (use 1 or 0)" % raw)
+    raise ValueError("%s is not a boolean (use 1 or 0)" % shown(raw))
 
 
 def enum(*values):
     def parse(raw):
         if raw not in values:
-            raise ValueError("%r is not one of %s" % (raw, ", ".join(values)))
+            raise ValueError("%s is not one of %s" % (shown(raw), ", ".join(values)))
         return raw
     parse.values = values
     return parse
@@ -47,17 +61,17 @@ def parse_port_range(raw):
     """'N' or 'N-M' with 1 <= N <= M <= 65535, canonical decimal (no sign, no leading zero)."""
     m = _PORT_RE.match(raw)
     if not m:
-        raise ValueError("%r is not a port or a range N-M" % raw)
+        raise ValueError("%s is not a port or a range N-M" % shown(raw))
     parts = [p for p in m.groups() if p is not None]
     for p in parts:
         if len(p) > 1 and p.startswith("0"):
-            raise ValueError("%r has a leading zero" % raw)
+            raise ValueError("%s has a leading zero" % shown(raw))
     lo = int(parts[0])
     hi = int(parts[-1])
     if not 1 <= lo <= 65535 or not 1 <= hi <= 65535:
-        raise ValueError("%r is out of range (ports are 1 to 65535)" % raw)
+        raise ValueError("%s is out of range (ports are 1 to 65535)" % shown(raw))
     if lo > hi:
-        raise ValueError("%r is a reversed range (write %d-%d)" % (raw, hi, lo))
+        raise ValueError("%s is a reversed range (write %d-%d)" % (shown(raw), hi, lo))
     return (lo, hi)
 
 
@@ -68,14 +82,14 @@ def format_port_range(pr):
 
 def parse_ifname(raw):
     if not _IFNAME_RE.match(raw):
-        raise ValueError("%r is not an interface name (1 to 15 of A-Z a-z 0-9 _ . -)" % raw)
+        raise ValueError("%s is not an interface name (1 to 15 of A-Z a-z 0-9 _ . -)" % shown(raw))
     return raw
 
 
 def parse_network(raw):
     """A logical uplink name: a netifd interface or an `uplink` section (UCI names: no . or -)."""
     if not _NETWORK_RE.match(raw):
-        raise ValueError("%r is not a network name (1 to 15 of A-Z a-z 0-9 _)" % raw)
+        raise ValueError("%s is not a network name (1 to 15 of A-Z a-z 0-9 _)" % shown(raw))
     return raw
 
 
@@ -89,13 +103,13 @@ def parse_label(raw):
 
 def _address(raw):
     if "%" in raw:
-        raise ValueError("%r has a scope id; scoped addresses are not supported" % raw)
+        raise ValueError("%s has a scope id; scoped addresses are not supported" % shown(raw))
     try:
         addr = ipaddress.ip_address(raw)
     except ValueError:
-        raise ValueError("%r is not an IPv4 or IPv6 address" % raw) from None
+        raise ValueError("%s is not an IPv4 or IPv6 address" % shown(raw)) from None
     if addr.version == 6 and addr.ipv4_mapped is not None:
-        raise ValueError("%r is an IPv4-mapped IPv6 address; write %s" % (raw, addr.ipv4_mapped))
+        raise ValueError("%s is an IPv4-mapped IPv6 address; write %s" % (shown(raw), addr.ipv4_mapped))
     return addr
 
 
@@ -103,44 +117,46 @@ def parse_host(raw):
     """A unicast host address someone can connect to (DNAT target, public address)."""
     addr = _address(raw)
     if addr.is_unspecified or addr.is_multicast or addr.is_loopback or addr.is_link_local:
-        raise ValueError("%r is not a routable unicast address" % raw)
+        raise ValueError("%s is not a routable unicast address" % shown(raw))
     if addr.version == 4 and addr == ipaddress.IPv4Address("255.255.255.255"):
-        raise ValueError("%r is the broadcast address" % raw)
+        raise ValueError("%s is the broadcast address" % shown(raw))
     return addr
 
 
 def parse_gateway4(raw):
     addr = _address(raw)
     if addr.version != 4:
-        raise ValueError("%r is not an IPv4 address" % raw)
+        raise ValueError("%s is not an IPv4 address" % shown(raw))
     return addr
 
 
 def parse_gateway6(raw):
     addr = _address(raw)
     if addr.version != 6:
-        raise ValueError("%r is not an IPv6 address" % raw)
+        raise ValueError("%s is not an IPv6 address" % shown(raw))
     return addr
 
 
 def parse_prefix(raw):
     if "%" in raw:
-        raise ValueError("%r has a scope id" % raw)
+        raise ValueError("%s has a scope id" % shown(raw))
     try:
         net = ipaddress.ip_network(raw, strict=True)
     except ValueError as e:
         if "host bits set" in str(e):
             fixed = ipaddress.ip_network(raw, strict=False)
-            raise ValueError("%r has host bits set (did you mean %s?)" % (raw, fixed)) from None
-        raise ValueError("%r is not an address or prefix" % raw) from None
+            raise ValueError("%s has host bits set (did you mean %s?)" % (shown(raw), fixed)) from None
+        raise ValueError("%s is not an address or prefix" % shown(raw)) from None
     if net.version == 6 and net.network_address.ipv4_mapped is not None:
-        raise ValueError("%r is IPv4-mapped; write the IPv4 prefix" % raw)
+        raise ValueError("%s is IPv4-mapped; write the IPv4 prefix" % shown(raw))
     return net
 
 
 def parse_mss(raw):
-    if not raw.isdigit() or (len(raw) > 1 and raw.startswith("0")):
-        raise ValueError("%r is not a number" % raw)
+    # ASCII digits only: str.isdigit() also takes '¹⁴⁰⁰', on which int() then fails with
+    # Python's own message instead of ours (issue 9).
+    if not re.match(r"^[0-9]+\Z", raw) or (len(raw) > 1 and raw.startswith("0")):
+        raise ValueError("%s is not a number" % shown(raw))
     v = int(raw)
     if not MSS_MIN <= v <= MSS_MAX:
         raise ValueError("%d is out of range (%d to %d)" % (v, MSS_MIN, MSS_MAX))
@@ -151,7 +167,7 @@ def int_range(lo, hi):
     def parse(raw):
         s = raw.strip()
         if not re.match(r"^[0-9]+$", s):
-            raise ValueError("%r is not a number" % raw)
+            raise ValueError("%s is not a number" % shown(raw))
         v = int(s)
         if not lo <= v <= hi:
             raise ValueError("%d is out of range (%d to %d)" % (v, lo, hi))
@@ -163,9 +179,9 @@ def parse_mask(raw):
     try:
         v = int(raw, 16) if raw.lower().startswith("0x") else int(raw, 10)
     except ValueError:
-        raise ValueError("%r is not a number (write it as 0x...)" % raw) from None
+        raise ValueError("%s is not a number (write it as 0x...)" % shown(raw)) from None
     if not 0 < v <= 0xFFFFFFFF:
-        raise ValueError("%r is not a 32-bit mask" % raw)
+        raise ValueError("%s is not a 32-bit mask" % shown(raw))
     low = v & -v
     if (v + low) & v:
         raise ValueError("%#010x is not one contiguous run of bits" % v)

@@ -6,8 +6,10 @@ that. Tools are looked up on a fixed PATH: rpcd gives its plugins a minimal envi
 
 import json
 import os
-import subprocess
 import time
+
+# subprocess is imported when a tool is first run: it costs 5 ms of a LuCI `list` or
+# `status`, which ask the kernel directly (rtnl, nfnl) and start no tool at all.
 
 DEFAULT_TIMEOUT = 10
 PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
@@ -37,10 +39,20 @@ class ToolError(Exception):
         self.argv = argv
 
 
+def _tool_path():
+    return os.environ.get("WORMHOLE_PATH", PATH)
+
+
+def installed(tool):
+    """Whether `run` would find `tool` (the same PATH)."""
+    return any(d and os.access(os.path.join(d, tool), os.X_OK) for d in _tool_path().split(":"))
+
+
 def run(argv, input=None, timeout=DEFAULT_TIMEOUT, check=True):
     """Run a tool; return (returncode, stdout, stderr). Raises ToolError when check fails."""
+    import subprocess
     env = dict(os.environ)
-    env["PATH"] = env.get("WORMHOLE_PATH", PATH)
+    env["PATH"] = _tool_path()
     env["LC_ALL"] = "C"
     timeout = _budget(timeout)
     if timeout <= 0:
@@ -60,6 +72,21 @@ def run(argv, input=None, timeout=DEFAULT_TIMEOUT, check=True):
 def _first_lines(text, limit=600):
     text = (text or "").strip()
     return text[:limit] + ("..." if len(text) > limit else "") if text else "no message"
+
+
+def kernel_json(argv, ask, error):
+    """What `argv` (an `ip` or `nft` JSON query) would print, parsed: asked of the kernel
+    in-process by `ask()` (rtnl, nfnl), or by running the tool when that raises `error`.
+
+    Only when the tool is installed, as before: the in-process path is a faster way to
+    ask the same question, not a way to run where the tool is missing.
+    """
+    if not installed(argv[0]):
+        return None
+    try:
+        return ask()
+    except error:
+        return run_json(argv)
 
 
 def run_json(argv, timeout=DEFAULT_TIMEOUT):

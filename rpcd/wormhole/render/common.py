@@ -13,14 +13,17 @@ from ..config import uplink_of
 # Characters that may appear inside a quoted comment in both nft and iptables-restore.
 # nft has no escape for '"' inside a string and iptables-restore treats '\' specially,
 # so those two (and control characters) are replaced, never passed through.
-_COMMENT_MAX_BYTES = 200
-_IDENT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}$")
+# nft refuses a comment longer than 128 bytes (NFTNL_UDATA_COMMENT_MAXLEN) and fails the
+# whole load: a 64-character label of two-byte letters did that (issue 9). The cap counts
+# the text between the quotes, in bytes, and cuts at a character boundary.
+_COMMENT_MAX_BYTES = 128
+_IDENT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}\Z")   # \Z: `$` lets a final newline through
 
 
 def quote(text):
     """The one way free text (labels, ids) reaches rule text: a double-quoted, inert comment."""
     out = []
-    size = 2
+    size = 0
     for ch in str(text):
         if ch == '"':
             ch = "'"
@@ -83,7 +86,7 @@ NFPROTO = {4: "ipv4", 6: "ipv6"}
 
 
 class Uplink:
-    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "mark")
+    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "addresses", "mark")
 
     def __init__(self, name, index, fact, marks):
         self.name = name
@@ -92,6 +95,7 @@ class Uplink:
         self.gateway = fact.get("gateway")
         self.gateway6 = fact.get("gateway6")
         self.p2p = bool(fact.get("p2p"))
+        self.addresses = list(fact.get("addresses") or [])
         self.mark = marks.of(index)
 
 
@@ -107,7 +111,8 @@ class Element:
         self.entry = entry
 
     def nft_key(self):
-        return "%s . %s . %s" % (NFPROTO[self.family], self.proto, schema.format_port_range(self.ports))
+        """The element as nft writes it in the in_ maps: port first (render/nft.py KEY_TYPE)."""
+        return "%s . %s . %s" % (schema.format_port_range(self.ports), self.proto, NFPROTO[self.family])
 
 
 class Model:

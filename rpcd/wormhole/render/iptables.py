@@ -96,20 +96,39 @@ def _nat(m, ver):
             r = e.rec
             if r["dest_ip"].version != ver:
                 continue
-            match = ""
-            if r["src_dip"] is not None:
-                match += " -d %s" % r["src_dip"]
-            if r["src_ip"]:
-                match += " -s %s" % ",".join(str(n) for n in r["src_ip"])
+            dip = " -d %s" % r["src_dip"] if r["src_dip"] is not None else ""
+            sources = [" -s %s" % nets for nets in _source_lists(r["src_ip"])] or [""]
             flags = ms.published | (ms.masq if r["snat"] else 0)
             for proto in PROTO_LIST[r["proto"]]:
-                head = "-A WORMHOLE_DNAT -i %s -p %s -m %s --dport %s%s" % (u.device, proto, proto, _ports(r["src_dport"]), match)
-                lines.append("%s %s -j CONNMARK --set-xmark %s/%s" % (
-                    head, _c("%s published" % e.id), hexmark(flags), hexmark(flags)))
-                lines.append("%s %s -j DNAT --to-destination %s" % (head, _c(entry_tag(e)), _to_destination(r)))
+                for src in sources:
+                    head = "-A WORMHOLE_DNAT -i %s -p %s -m %s --dport %s%s%s" % (
+                        u.device, proto, proto, _ports(r["src_dport"]), dip, src)
+                    lines.append("%s %s -j CONNMARK --set-xmark %s/%s" % (
+                        head, _c("%s published" % e.id), hexmark(flags), hexmark(flags)))
+                    lines.append("%s %s -j DNAT --to-destination %s" % (head, _c(entry_tag(e)), _to_destination(r)))
     lines.append("-A WORMHOLE_SNAT -m connmark --mark %s/%s %s -j MASQUERADE" % (
         hexmark(ms.masq), hexmark(ms.masq), _c("masquerade port forwards with snat")))
     return lines
+
+
+# iptables-restore refuses a parameter of 1024 characters or more ("Parameter too long!",
+# its param_buffer): an allowlist of ~70 IPv4 prefixes joined by commas failed every fw3
+# apply (issue 9). Longer allowlists are split over several rule pairs; a client matches
+# one of them or none, as with one list.
+PARAM_MAX = 1000
+
+
+def _source_lists(nets):
+    """The allowlist as comma-joined parameters of at most PARAM_MAX characters, duplicates dropped."""
+    out, current = [], ""
+    for text in dict.fromkeys(str(n) for n in nets):
+        if current and len(current) + 1 + len(text) > PARAM_MAX:
+            out.append(current)
+            current = ""
+        current = text if not current else current + "," + text
+    if current:
+        out.append(current)
+    return out
 
 
 def _to_destination(r):

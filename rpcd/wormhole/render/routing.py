@@ -9,9 +9,28 @@ Two rules per uplink and family:
                 and strict rp_filter passes.
 Never `lookup main` for replies: with a split (0/1 + 128/1) or low-metric VPN default,
 main points at the tunnel.
+
+Point-to-point uplinks (a backend's WireGuard tunnel) get one more rule per address of
+the device, *after* main:
+  priority 32767+P: from <tunnel address> fwmark 0/<uplink bits> lookup the uplink's table.
+A local reply (a SYN-ACK, a UDP answer) is routed once *before* netfilter restores its
+mark, and that first lookup must succeed: on a backend without an IPv6 default route
+(IPv4-only behind CGNAT, or defaults restricted to other source prefixes) it fails with
+"network unreachable" and the reply to an IPv6 client that arrived through the tunnel
+is never sent (seen in the gateway lab). The rule sits after main, so it only answers
+lookups main cannot: nothing that routes today changes.
 """
 
+import ipaddress
+
 from .common import hexmark
+
+MAIN_RULE_PRIORITY = 32766
+
+
+def fallback_priority(priority):
+    """The priority of the after-main rules of point-to-point uplinks."""
+    return MAIN_RULE_PRIORITY + 1 + priority
 
 
 def plan(m):
@@ -26,6 +45,7 @@ def plan(m):
                           "table": "main", "uplink": u.name})
             rules.append({"family": fam, "priority": m.priority, "fwmark": fwmark, "table": table,
                           "uplink": u.name})
+        rules.extend(_fallback_rules(m, u, table))
         route4 = _default(u, u.gateway, "ipv4", table)
         route6 = _default(u, u.gateway6, "ipv6", table)
         routes.extend(r for r in (route4, route6) if r)
@@ -38,3 +58,15 @@ def _default(u, gateway, fam, table):
     if u.p2p:
         return {"family": fam, "table": table, "dst": "default", "dev": u.device, "uplink": u.name}
     return None
+
+
+def _fallback_rules(m, u, table):
+    if not u.p2p:
+        return []
+    out = []
+    for text in u.addresses:
+        addr = ipaddress.ip_address(text)
+        out.append({"family": "ipv%d" % addr.version, "priority": fallback_priority(m.priority),
+                    "src": str(addr), "fwmark": "%s/%s" % (hexmark(0), hexmark(m.marks.uplink)),
+                    "table": table, "uplink": u.name})
+    return out

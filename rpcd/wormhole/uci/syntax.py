@@ -11,8 +11,11 @@ value may span lines.
 
 import re
 
-NAME_RE = re.compile(r"^[A-Za-z0-9_]+$")
-TYPE_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+# \Z, not $: `$` also matches before a final newline, and a section named 'rd_x<newline>'
+# (a quoted name may span lines) reached the chain names and broke the whole ruleset.
+# libuci refuses such names too (uci_validate_name). Issue 9.
+NAME_RE = re.compile(r"^[A-Za-z0-9_]+\Z")
+TYPE_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
 
 
 class UciSyntaxError(Exception):
@@ -34,6 +37,11 @@ class Statement:
         self.line = line      # 1-based line where it starts
 
 
+# Blanks between words, as libuci's isspace(): '\r' included, so CRLF files read as libuci
+# reads them now that the file is read byte-exact (fsutil.read_text).
+BLANKS = " \t\r\v\f"
+
+
 def _read_word(src, i, path, line):
     """Read one word starting at src[i]; return (word, new_index, lines_consumed)."""
     out = []
@@ -41,7 +49,7 @@ def _read_word(src, i, path, line):
     extra_lines = 0
     while i < n:
         c = src[i]
-        if c in " \t" or c == "\n":
+        if c in BLANKS or c == "\n":
             break
         if c == "'":
             j = src.find("'", i + 1)
@@ -89,7 +97,7 @@ def _read_statement_words(src, i, path, line):
     n = len(src)
     while i < n:
         c = src[i]
-        if c in " \t":
+        if c in BLANKS:
             i += 1
             continue
         if c == "\n":
