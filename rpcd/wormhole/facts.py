@@ -40,7 +40,6 @@ def gather(cfg, with_counters=True):
         "backend": fw,
         "uplinks": ups,
         "uplink_index": assign_uplink_indices(names, previous),
-        "dest_mtu": dest_mtus(cfg),
         "counters": {},
     }
     if with_counters:

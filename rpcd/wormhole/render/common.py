@@ -127,7 +127,6 @@ class Model:
         self.redirects = {}         # uplink name -> [Entry]
         self.skipped = {}           # entry id -> reason
         self.warnings = []
-        self.dest_mtu = facts.get("dest_mtu", {})
         self.counters = facts.get("counters", {})
 
 
@@ -202,17 +201,14 @@ def assign_uplink_indices(names, previous):
 
 
 def mss_for(m, entry):
-    """The MSS a redirect's SYN and SYN-ACK are clamped to, or None for `rt mtu` alone.
+    """The explicit MSS a redirect's SYN and SYN-ACK are clamped to, or None for `rt mtu` alone.
 
-    The SYN-ACK travels back out of the uplink, so `rt mtu` cannot see a smaller tunnel
-    MTU toward the destination; the route MTU toward dest_ip (a fact) closes that gap.
+    `rt mtu` already takes the smaller of the route toward the packet's destination and the
+    route back toward its source (nft_rt's get_tcpmss, like xt_TCPMSS), so a tunnel that is
+    narrower on one side only is covered (proven in tests/test_lab_redirects.py). An explicit
+    `mss` is for what no route here can see: a tunnel nested further down the path.
     """
     r = entry.rec
     if r["proto"] == "udp":
         return None
-    if r["mss"] is not None:
-        return r["mss"]
-    mtu = m.dest_mtu.get(str(r["dest_ip"]))
-    if not mtu:
-        return None
-    return mtu - (40 if r["dest_ip"].version == 4 else 60)
+    return r["mss"]
