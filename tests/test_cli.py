@@ -69,3 +69,14 @@ def test_human_render_shows_files_and_routing(root):
     assert "table inet wormhole {" in p.stdout
     assert "ip -4 rule add priority 90 fwmark 0x01000000/0x0f000000 lookup 4091" in p.stdout
     assert "ip -4 route replace default via 192.0.2.1 dev wan0 table 4091" in p.stdout
+
+
+def test_control_characters_never_reach_the_terminal(root):
+    """A hand-edited label with an ESC sequence is invalid, and shown raw: escaped, not acted on."""
+    support.write_config(root, support.UPLINK_WAN + "\nconfig exemption 'ex_a'\n\toption port '443'\n"
+                                                    "\toption label 'evil \x1b]0;pwned\x07 \x1b[2J'\n")
+    for args in (["inbound", "list"], ["status"]):
+        p = support.cli(root, *args)
+        assert p.returncode == 0, p.stderr
+        assert "\x1b" not in p.stdout and "\x07" not in p.stdout
+    assert "\\x1b]0;pwned" in support.cli(root, "inbound", "list").stdout

@@ -280,6 +280,20 @@ def test_a_poll_starts_no_tool_and_loads_no_writer(netns, tmp_path, method):
     assert not {"subprocess", "wormhole.apply", "wormhole.render", "wormhole.diagnostics"} & modules
 
 
+def test_status_with_forwards_loads_no_writer(netns, tmp_path):
+    """With forwards, status adds their warnings (diagnostics), still without apply or render."""
+    root = tmp_path / "root"
+    support.write_config(root, support.UPLINK_WAN + "\nconfig redirect 'rd_a'\n\toption src_dport '8443'\n"
+                                                    "\toption dest_ip '192.0.2.5'\n")
+    p = subprocess.run(["ip", "netns", "exec", netns.name, sys.executable, "-c", MODULES, support.PLUGIN, "status"],
+                       input=b"{}", capture_output=True, timeout=60, cwd="/", env=support.clean_env(root))
+    reply = json.loads(p.stdout)
+    assert "error" not in reply, reply
+    modules = set(p.stderr.decode().split("MODULES ", 1)[1].split())
+    assert "wormhole.diagnostics" in modules
+    assert not {"wormhole.apply", "wormhole.render"} & modules
+
+
 def _has(tool):
     import shutil
     return shutil.which(tool) is not None

@@ -11,7 +11,7 @@ from wormhole import api, config, schema
 def applied(monkeypatch):
     """In-process tests never touch the kernel: apply is recorded instead."""
     calls = []
-    monkeypatch.setattr(api, "_apply_locked", lambda sid=None: calls.append(sid) or [])
+    monkeypatch.setattr(api, "_apply_locked", lambda sid=None, cfg=None: calls.append(sid) or [])
     return calls
 
 
@@ -157,7 +157,7 @@ def test_delete_by_id_and_by_port(cfgroot):
 
 
 def test_unreadable_config_is_never_overwritten(root, monkeypatch):
-    monkeypatch.setattr(api, "_apply_locked", lambda sid=None: [])
+    monkeypatch.setattr(api, "_apply_locked", lambda sid=None, cfg=None: [])
     path = support.write_config(root, "config exemption 'x'\n\toption port '1\n")
     before = open(path, "rb").read()
     reply = api.call("add", {"port": "80"})
@@ -185,3 +185,10 @@ def test_mark_mask_parser(raw, ok):
     else:
         with pytest.raises(ValueError):
             schema.parse_mask(raw)
+
+
+def test_allowlist_is_bounded(cfgroot):
+    nets = ["10.%d.%d.0/24" % (i // 256, i % 256) for i in range(1025)]
+    err = _reject(cfgroot, "add", _fwd(src_ip=nets), "src_ip")
+    assert "at most 1024" in err["message"]
+    assert "id" in api.call("add", _fwd(src_ip=nets[:1024]))

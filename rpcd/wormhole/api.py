@@ -152,16 +152,16 @@ def add(args):
     args = {k: v for k, v in args.items() if k != "type"}
     _only_options_of(stype, args)
     with locked():
-        cfg = _load_for_write()
-        sid = config.new_id(stype, {e.id for e in cfg.entries})
-        entry = config.parse_entry(sid, stype, args)
-        _validate(entry, cfg)
-        given = list(args)
-        if "proto" not in given:
-            given.insert(0, "proto")
-        options = {k: v for k, v in _changes(stype, entry, given).items() if v is not None}
-        _write(lambda ed: ed.add(stype, sid, options))
-        _apply_locked(sid)
+        with _Session() as s:
+            sid = config.new_id(stype, {e.id for e in s.cfg.entries})
+            entry = config.parse_entry(sid, stype, args)
+            _validate(entry, s.cfg)
+            given = list(args)
+            if "proto" not in given:
+                given.insert(0, "proto")
+            options = {k: v for k, v in _changes(stype, entry, given).items() if v is not None}
+            s.ed.add(stype, sid, options)
+        _apply_locked(sid, s.written())
         return {"id": sid, "applied": True}
 
 
@@ -170,35 +170,33 @@ def update(args):
     if not sid:
         raise invalid("id", "is required")
     with locked():
-        cfg = _load_for_write()
-        current = cfg.find(sid)
-        if current is None:
-            raise WormholeError(NOT_FOUND, "id: no exemption or redirect %s" % schema.shown(sid), field="id")
-        _only_options_of(current.type, args)
-        merged = dict(current.raw)
-        for k, v in args.items():
-            merged[k] = v if v not in ("", []) else None
-        merged = {k: v for k, v in merged.items() if v is not None}
-        entry = config.parse_entry(sid, current.type, merged, current.index)
-        others = [e for e in cfg.entries if e.id != sid]
-        cfg.entries = others
-        _validate(entry, cfg)
-        changes = _changes(current.type, entry, [k for k in args if args[k] not in ("", [])])
-        changes.update({k: None for k in args if args[k] in ("", [])})
-        _write(lambda ed: ed.set(sid, changes))
-        _apply_locked(sid)
+        with _Session() as s:
+            cfg = s.cfg
+            current = cfg.find(sid)
+            if current is None:
+                raise WormholeError(NOT_FOUND, "id: no exemption or redirect %s" % schema.shown(sid), field="id")
+            _only_options_of(current.type, args)
+            merged = dict(current.raw)
+            for k, v in args.items():
+                merged[k] = v if v not in ("", []) else None
+            merged = {k: v for k, v in merged.items() if v is not None}
+            entry = config.parse_entry(sid, current.type, merged, current.index)
+            cfg.entries = [e for e in cfg.entries if e.id != sid]
+            _validate(entry, cfg)
+            changes = _changes(current.type, entry, [k for k in args if args[k] not in ("", [])])
+            changes.update({k: None for k in args if args[k] in ("", [])})
+            s.ed.set(sid, changes)
+        _apply_locked(sid, s.written())
         return {"id": sid, "applied": True}
 
 
 def delete(args):
     with locked():
-        cfg = _load_for_write()
-        ids = _select_for_delete(cfg, args)
-        def do(ed):
+        with _Session() as s:
+            ids = _select_for_delete(s.cfg, args)
             for sid in ids:
-                ed.delete(sid)
-        _write(do)
-        _apply_locked()
+                s.ed.delete(sid)
+        _apply_locked(cfg=s.written())
         return {"deleted": ids, "applied": True}
 
 
@@ -233,33 +231,57 @@ def _parse_arg(field, parse, raw):
         raise invalid(field, str(e)) from None
 
 
-def _write(fn):
-    try:
-        with config.edit() as ed:
-            fn(ed)
-    except UciError as e:
-        raise WormholeError(CONFLICT, "config: %s" % e, field="config") from None
-    except OSError as e:
-        # A full disk or a read-only overlay: the atomic write left the file as it was, so
-        # say so, instead of a traceback (CLI) or an internal_error (plugin). Issue 9.
-        raise WormholeError(CONFLICT, "config: cannot be written, so nothing was changed: %s" % e,
-                            field="config") from None
+class _Session:
+    """One locked UCI session for read-validate-write: the config is parsed once, here, and
+    the sections as written feed the apply that follows (no second parse of the file).
+
+    An unreadable file refuses the change before anything is touched; a failed write (a full
+    disk, a read-only overlay) leaves the file as it was (atomic replace) and says so, rather
+    than a traceback (CLI) or an internal_error (plugin).
+    """
+
+    def __enter__(self):
+        self._cm = config.edit()
+        try:
+            self.ed = self._cm.__enter__()
+        except (UciError, OSError) as e:
+            raise WormholeError(CONFLICT, "config: cannot be read, so nothing was changed: %s" % e,
+                                field="config") from None
+        self.cfg = config.build(self.ed.sections())
+        self._after = None
+        return self
+
+    def __exit__(self, et, ev, tb):
+        if et is None:
+            self._after = self.ed.sections()
+        try:
+            self._cm.__exit__(et, ev, tb)
+        except UciError as e:
+            raise WormholeError(CONFLICT, "config: %s" % e, field="config") from None
+        except OSError as e:
+            raise WormholeError(CONFLICT, "config: cannot be written, so nothing was changed: %s" % e,
+                                field="config") from None
+        if isinstance(ev, UciError):
+            raise WormholeError(CONFLICT, "config: %s" % ev, field="config") from None
+        return False
+
+    def written(self):
+        return config.build(self._after)
 
 
 def apply_method(args):
     with locked():
-        _load_for_write()
-        warnings = _apply_locked()
+        warnings = _apply_locked(cfg=_load_for_write())
         return {"applied": True, "warnings": warnings}
 
 
-def _apply_locked(sid=None):
-    """Apply the config as it is on disk now and record the outcome; returns warnings.
+def _apply_locked(sid=None, cfg=None):
+    """Apply the config (as just written, or as on disk) and record the outcome; returns warnings.
 
     The caller holds the lock. Raises apply_failed (with `id` when a change triggered it).
     """
     from . import apply as applier, render      # writers only: `list`/`status` load neither
-    cfg = config.load()
+    cfg = cfg or config.load()
     fw = facts.backend(cfg)
     previous = state.applied()
     warnings = []
@@ -279,9 +301,6 @@ def _apply_locked(sid=None):
                       "rules": plan["routing"]["rules"],
                       "tables": sorted({r["table"] for r in plan["routing"]["rules"] if isinstance(r["table"], int)}),
                       "mark_mask": cfg.main["mark_mask"], "priority": cfg.main["priority"]}
-        state.save_applied(record)
-        state.save_last_apply({"ok": True, "time": applier.now(), "error": None, "backend": fw})
-        return warnings
     except (applier.ApplyError, system.ToolError, OSError) as e:
         try:
             state.save_last_apply({"ok": False, "time": applier.now(), "error": str(e), "backend": fw})
@@ -290,6 +309,14 @@ def _apply_locked(sid=None):
         extra = {"id": sid} if sid else {}
         raise WormholeError(APPLY_FAILED, "apply failed, previous rules kept (the change is saved): %s" % e,
                             **extra) from None
+    try:
+        state.save_applied(record)
+        state.save_last_apply({"ok": True, "time": applier.now(), "error": None, "backend": fw})
+    except OSError as e:
+        # The kernel took the rules: do not call that a failure. Without the record the next
+        # apply may renumber uplinks and `status` shows the previous outcome.
+        warnings.append("applied, but the record of it could not be saved: %s" % e)
+    return warnings
 
 
 # --- read methods ----------------------------------------------------------------------------
@@ -362,13 +389,35 @@ def _status(e, cfg, ups, ks, counters, fw, last):
         return "error", "uplink %r is unknown" % uplink
     if not ups[uplink].get("up"):
         return "error", "uplink %s (%s) is down" % (uplink, ups[uplink]["device"])
-    if not last or not last.get("ok"):
-        return "error", (last or {}).get("error") or "not applied yet (run wormhole apply)"
-    if fw == "fw4":
-        _total, present = _hits(e, counters, uplink)
-        if not present:
-            return "error", "not in the kernel's rules (run wormhole apply)"
-    return ("active" if ks.get("active") else "inert"), None
+    applied = bool(last and last.get("ok"))
+    if applied and fw == "fw4":
+        applied = _hits(e, counters, uplink)[1]
+    if not applied:
+        if writer_active():
+            return "pending", "a change is being applied"
+        if last and not last.get("ok"):
+            return "error", last.get("error")
+        return "error", "not in the kernel's rules (run wormhole apply)"
+    # A forward works whatever the kill-switch does; an exemption only matters under one.
+    if e.type == "redirect" or ks.get("active"):
+        return "active", None
+    return "inert", None
+
+
+def writer_active():
+    """Whether a writer holds the lock right now (probed, never waited for)."""
+    import fcntl
+    try:
+        fd = os.open(paths.under_root(paths.LOCK_FILE), os.O_RDONLY | os.O_CLOEXEC)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        return False
+    except OSError:
+        return True
+    finally:
+        os.close(fd)
 
 
 def status(args):

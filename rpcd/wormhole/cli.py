@@ -158,7 +158,15 @@ def _put(args, **kw):
 
 # --- human output ------------------------------------------------------------------------
 
+def printable(text):
+    """Text from the config as a terminal may show it: control characters (ESC sequences
+    in a hand-edited label) become visible escapes instead of acting on the terminal."""
+    return "".join(c if c.isprintable() or c == "\n" else "\\x%02x" % ord(c) if ord(c) < 256
+                   else "\\u%04x" % ord(c) for c in str(text))
+
+
 def _table(rows, headers):
+    rows = [[printable(c) for c in r] for r in rows]
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for r in rows:
@@ -264,9 +272,10 @@ def main(argv=None):
         sys.stdout.write(json.dumps(reply, indent=1, sort_keys=True) + "\n")
     elif "error" in reply:
         err = reply["error"]
-        sys.stderr.write("wormhole: %s (%s)\n" % (err["message"], err["code"]))
+        sys.stderr.write("wormhole: %s (%s)\n" % (printable(err["message"]), err["code"]))
     else:
-        sys.stdout.write(_show(method, ns, reply) + "\n")
+        text = _show(method, ns, reply)
+        sys.stdout.write((text if method == "render" else printable(text)) + "\n")
     return EXIT_ERROR if "error" in reply else 0
 
 

@@ -6,10 +6,11 @@ message says what is wrong and the exact fix, never just that something failed.
 
 import ipaddress
 
-from . import config, facts, paths, render, schema, system
-from .apply import RULE_KEYS, fw4_snippet_rules, routing_snapshot
-from .render.common import Marks
+from . import config, facts, paths, schema, system
 from .uci import UciError, open_backend
+
+# `status` uses redirect_problems() on every LuCI poll: render and apply (the writers'
+# modules) are imported only by the full `check`, in the functions that need them.
 
 
 def _f(check, level, message, **extra):
@@ -19,6 +20,7 @@ def _f(check, level, message, **extra):
 
 
 def run(cfg):
+    from . import render
     findings = []
     if cfg.error:
         return {"ok": False, "findings": [_f("config", "error", "the config cannot be read: %s" % cfg.error)]}
@@ -52,6 +54,7 @@ def _config_findings(cfg, plan):
 
 
 def _kernel_findings(cfg, fw, plan):
+    from .apply import RULE_KEYS, fw4_snippet_rules, routing_snapshot
     out = []
     if fw == "fw4":
         data = system.run_json(["nft", "-j", "list", "table", "inet", "wormhole"])
@@ -173,11 +176,11 @@ def _service_findings(cfg, fw):
             if not local and not forwarded:
                 out.append(_f("service", "warn", "%s (%s): nothing listens on the router and no port forward sends it to "
                               "a LAN host; add a forward (`wormhole forward add %s:%s <host>:<port>`)" % (
-                                  label, e.id, proto, schema.format_port_range(r["port"])), id=e.id))
+                                  label, e.id, proto, schema.format_port_range(r["port"])), id=e.id, fix="forward"))
             elif local and not forwarded and not r["open"] and not _covers(accepts, proto, r["port"]):
                 out.append(_f("service", "warn", "%s (%s): a router service listens but no firewall rule accepts it "
                               "from %s; set open=1 (`wormhole inbound add %s:%s --open`)" % (
-                                  label, e.id, r["interface"], proto, schema.format_port_range(r["port"])), id=e.id))
+                                  label, e.id, r["interface"], proto, schema.format_port_range(r["port"])), id=e.id, fix="open"))
             else:
                 out.append(_f("service", "ok", "%s (%s): %s" % (
                     label, e.id, "forwarded to a LAN host" if forwarded else "served by the router"), id=e.id))
@@ -272,6 +275,7 @@ def _firewall_redirect_problems(cfg):
 
 
 def _redirect_findings(cfg, ups):
+    from .render.common import Marks
     out = [_f(check, level, msg, id=e.id) for e, level, check, msg in redirect_problems(cfg, ups)]
     broken = {x["id"] for x in out if x["level"] == "error" and x["check"] != "forwarding"}
     marks = Marks(cfg.main["mark_mask"])

@@ -18,6 +18,7 @@ _TRUE = ("1", "yes", "on", "true", "enabled")
 _FALSE = ("0", "no", "off", "false", "disabled")
 
 LABEL_MAX = 64
+LIST_MAX = 1024     # allowlist entries: bounded work per apply and per rule text
 PROTOS = ("tcp", "udp", "tcpudp")
 FAMILIES = ("any", "ipv4", "ipv6")
 BACKENDS = ("auto", "fw4", "fw3")
@@ -258,6 +259,8 @@ def _raw_values(opt, raw):
         return None
     if opt.is_list:
         items = raw if isinstance(raw, list) else raw.split()
+        if len(items) > LIST_MAX:
+            raise ValueError("has %d entries (at most %d; use wider prefixes)" % (len(items), LIST_MAX))
         return items
     if isinstance(raw, list):
         raise ValueError("is given as a list; it takes one value")

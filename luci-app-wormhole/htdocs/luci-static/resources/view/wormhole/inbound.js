@@ -43,6 +43,7 @@ var PROTOS = [ [ 'tcp', 'TCP' ], [ 'udp', 'UDP' ], [ 'tcpudp', 'TCP+UDP' ] ];
 var STATES = {
 	active:   { dot: true,  color: '#2e7d32', text: function() { return _('Active') } },
 	inert:    { dot: true,  color: '#b26a00', text: function() { return _('Inert') } },
+	pending:  { dot: true,  color: '#1565c0', text: function() { return _('Applying…') } },
 	error:    { dot: true,  color: '#c62828', text: function() { return _('Error') } },
 	disabled: { dot: false, color: '#757575', text: function() { return _('Disabled') } }
 };
@@ -121,18 +122,9 @@ function settle(promise) {
 	});
 }
 
-/*
- * The fix a `check` finding offers, if any. Findings carry `fix` when the backend
- * provides it; older ones only say it in words, so fall back to the command they quote.
- */
+/* The fix a `check` finding offers, if any: "open" (set open=1) or "forward". */
 function findingFix(f) {
-	if (f.fix)
-		return f.fix;
-	if (/open=1/.test(f.message || ''))
-		return 'open';
-	if (/forward add/.test(f.message || ''))
-		return 'forward';
-	return null;
+	return (f.fix == 'open' || f.fix == 'forward') ? f.fix : null;
 }
 
 return view.extend({
