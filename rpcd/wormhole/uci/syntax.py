@@ -1,9 +1,10 @@
 """UCI file syntax: tokenize statements, keep their source text, and emit canonical lines.
 
-Written by hand: no maintained pure-Python UCI parser that round-trips comments exists on
-PyPI for the router (uciparse needs attrs and rewrites the whole file), and libuci itself
-is what the euci backend uses where it is installed. The grammar follows libuci's
-file.c: `package`, `config TYPE [NAME]`, `option NAME VALUE`, `list NAME VALUE`;
+Written by hand: PyPI's uciparse (0.3.0) is line-oriented (no value spanning lines) and
+re-emits the whole file in its own normalised layout, so an edit would rewrite sections
+the user never touched; libuci itself is what the euci backend uses where it is installed.
+The grammar follows libuci's file.c: `package`, `config TYPE [NAME]`, `option NAME VALUE`,
+`list NAME VALUE`;
 words may be quoted with '...' (literal) or "..." (backslash escapes) and quoted parts
 concatenate; `#` at the start of a word comments out the rest of the line; a quoted
 value may span lines.
