@@ -58,14 +58,7 @@ def build_parser():
     a.add_argument("--open", action="store_true", help="also accept the port in the firewall input")
     a.add_argument("--disabled", action="store_true", help="add it switched off")
     _json(a)
-    d = isub.add_parser("del", help="delete exemptions by PROTO:PORT or by id")
-    d.add_argument("spec", metavar="PROTO:PORT|ID")
-    d.add_argument("--interface")
-    _json(d)
-    for verb in ("enable", "disable"):
-        x = isub.add_parser(verb, help="%s an exemption by id" % verb)
-        x.add_argument("id")
-        _json(x)
+    _by_id_commands(isub, "exemption", "exemptions", "--interface")
 
     forward = sub.add_parser("forward", help="redirects: port forwards to a LAN host or over a tunnel")
     fsub = forward.add_subparsers(dest="action", metavar="ACTION", parser_class=_Parser)
@@ -79,18 +72,11 @@ def build_parser():
     f.add_argument("--src-dip", help="only this public destination address")
     f.add_argument("--allow", action="append", metavar="CIDR", help="allowed client address/prefix (repeatable)")
     f.add_argument("--snat", action="store_true", help="masquerade: the destination sees this router")
-    f.add_argument("--mss", help="clamp TCP MSS to this value (default: from the route MTU)")
+    f.add_argument("--mss", help="also clamp TCP MSS to this value (always: to the path MTU)")
     f.add_argument("--no-reply", action="store_true", help="do not route replies back out of the uplink")
     f.add_argument("--disabled", action="store_true")
     _json(f)
-    fd = fsub.add_parser("del", help="delete forwards by PROTO:PORT or by id")
-    fd.add_argument("spec", metavar="PROTO:PORT|ID")
-    fd.add_argument("--src")
-    _json(fd)
-    for verb in ("enable", "disable"):
-        x = fsub.add_parser(verb, help="%s a forward by id" % verb)
-        x.add_argument("id")
-        _json(x)
+    _by_id_commands(fsub, "forward", "forwards", "--src")
 
     r = sub.add_parser("render", help="print the generated rules without applying them")
     g = r.add_mutually_exclusive_group()
@@ -104,6 +90,18 @@ def build_parser():
         _json(sub.add_parser(name, help=text))
     sub.add_parser("cleanup", help="remove every rule, route and file wormhole installed (uninstall)")
     return p
+
+
+def _by_id_commands(sub, noun, nouns, uplink_flag):
+    """`del PROTO:PORT|ID [--uplink]`, `enable ID`, `disable ID` for exemptions and forwards."""
+    d = sub.add_parser("del", help="delete %s by PROTO:PORT or by id" % nouns)
+    d.add_argument("spec", metavar="PROTO:PORT|ID")
+    d.add_argument(uplink_flag)
+    _json(d)
+    for verb in ("enable", "disable"):
+        x = sub.add_parser(verb, help="%s %s %s by id" % (verb, "an" if noun[0] in "aeiou" else "a", noun))
+        x.add_argument("id")
+        _json(x)
 
 
 def _json(p):

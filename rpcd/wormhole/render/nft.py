@@ -101,11 +101,8 @@ def _table(m, seeded):
         for e in m.redirects.get(u.name, []):
             _redirect_chain(o, m, e)
     for value in sorted({v for fam in (4, 6) for _k, v in clamps[fam]}):
-        o(1, "chain mss_%d {" % value)
-        o(2, "tcp option maxseg size > %d tcp option maxseg size set %d comment %s" % (
-            value, value, quote("!wormhole: clamp MSS to %d" % value)))
-        o(1, "}")
-        o(1)
+        _chain(o, "mss_%d" % value, [_rule("tcp option maxseg size > %d tcp option maxseg size set %d" % (value, value),
+                                           "clamp MSS to %d" % value)])
     if o.lines[-1] == "":
         o.lines.pop()
     o(0, "}")
@@ -225,91 +222,81 @@ def _restore_vmap(m):
         ", ".join("%s : jump restore_%s" % (hexmark(u.mark), u.name) for u in m.uplinks))
 
 
+def _rule(text, comment):
+    return "%s comment %s" % (text, quote("!wormhole: " + comment))
+
+
+def _chain(o, name, rules, hook=None):
+    """A chain: `hook` is (type, hook, priority) for base chains."""
+    o(1, "chain %s {" % name)
+    if hook:
+        o(2, "type %s hook %s priority %s; policy accept;" % hook)
+    for rule in rules:
+        o(2, rule)
+    o(1, "}")
+    o(1)
+
+
 def _base_chains(o, m, clamps):
-    o(1, "chain mangle_prerouting {")
-    o(2, "type filter hook prerouting priority %s; policy accept;" % PRI_MANGLE)
-    for u in m.uplinks:
-        o(2, "ct state new iifname %s %s vmap @in_%s comment %s" % (
-            ifname(u.device), KEY_EXPR, u.name, quote("!wormhole: mark new inbound connections on %s" % u.name)))
-    o(2, "%s comment %s" % (_restore_vmap(m), quote("!wormhole: packets of marked connections carry their uplink mark")))
-    o(1, "}")
-    o(1)
-    o(1, "chain mangle_output {")
-    o(2, "type route hook output priority %s; policy accept;" % PRI_MANGLE)
-    o(2, "%s comment %s" % (_restore_vmap(m), quote("!wormhole: route local replies out of the uplink they came in by")))
-    o(1, "}")
-    o(1)
+    ms = m.marks
+    restore = _restore_vmap(m)
+    _chain(o, "mangle_prerouting", [
+        _rule("ct state new iifname %s %s vmap @in_%s" % (ifname(u.device), KEY_EXPR, u.name),
+              "mark new inbound connections on %s" % u.name) for u in m.uplinks
+    ] + [_rule(restore, "packets of marked connections carry their uplink mark")],
+        ("filter", "prerouting", PRI_MANGLE))
+    _chain(o, "mangle_output", [_rule(restore, "route local replies out of the uplink they came in by")],
+           ("route", "output", PRI_MANGLE))
     if not any(m.redirects.values()):
         return
-    o(1, "chain dstnat {")
-    o(2, "type nat hook prerouting priority %s; policy accept;" % PRI_DSTNAT)
-    for u in m.uplinks:
-        if m.redirects.get(u.name):
-            o(2, "iifname %s %s vmap @dnat_%s comment %s" % (
-                ifname(u.device), KEY_EXPR, u.name, quote("!wormhole: port forwards arriving on %s" % u.name)))
-    o(1, "}")
-    o(1)
-    o(1, "chain srcnat {")
-    o(2, "type nat hook postrouting priority %s; policy accept;" % PRI_SRCNAT)
-    o(2, "ct mark & %s == %s masquerade comment %s" % (
-        hexmark(m.marks.masq), hexmark(m.marks.masq), quote("!wormhole: masquerade port forwards with snat")))
-    o(1, "}")
-    o(1)
-    o(1, "chain mangle_forward {")
-    o(2, "type filter hook forward priority %s; policy accept;" % PRI_MANGLE)
-    o(2, "ct mark & %s == %s tcp flags & (syn | rst) == syn jump mss_clamp comment %s" % (
-        hexmark(m.marks.published), hexmark(m.marks.published), quote("!wormhole: clamp the MSS of forwarded connections")))
-    o(1, "}")
-    o(1)
-    o(1, "chain mss_clamp {")
-    o(2, "tcp option maxseg size set rt mtu comment %s" % quote("!wormhole: clamp to the route MTU"))
-    for fam, (ip, saddr, daddr) in ((4, ("ip", "saddr", "daddr")), (6, ("ip6", "saddr", "daddr"))):
+    _chain(o, "dstnat", [
+        _rule("iifname %s %s vmap @dnat_%s" % (ifname(u.device), KEY_EXPR, u.name),
+              "port forwards arriving on %s" % u.name) for u in m.uplinks if m.redirects.get(u.name)
+    ], ("nat", "prerouting", PRI_DSTNAT))
+    _chain(o, "srcnat", [_rule("ct mark & %s == %s masquerade" % (hexmark(ms.masq), hexmark(ms.masq)),
+                               "masquerade port forwards with snat")], ("nat", "postrouting", PRI_SRCNAT))
+    _chain(o, "mangle_forward", [
+        _rule("ct mark & %s == %s tcp flags & (syn | rst) == syn jump mss_clamp" % (
+            hexmark(ms.published), hexmark(ms.published)), "clamp the MSS of forwarded connections")
+    ], ("filter", "forward", PRI_MANGLE))
+    clamp = [_rule("tcp option maxseg size set rt mtu", "clamp to the route MTU")]
+    for fam, ip in ((4, "ip"), (6, "ip6")):
         if clamps[fam]:
-            o(2, "ct direction original %s %s . tcp dport vmap @mss%d comment %s" % (
-                ip, daddr, fam, quote("!wormhole: SYN toward the destination")))
-            o(2, "ct direction reply %s %s . tcp sport vmap @mss%d comment %s" % (
-                ip, saddr, fam, quote("!wormhole: SYN-ACK from the destination")))
-    o(1, "}")
-    o(1)
+            clamp.append(_rule("ct direction original %s daddr . tcp dport vmap @mss%d" % (ip, fam),
+                               "SYN toward the destination"))
+            clamp.append(_rule("ct direction reply %s saddr . tcp sport vmap @mss%d" % (ip, fam),
+                               "SYN-ACK from the destination"))
+    _chain(o, "mss_clamp", clamp)
 
 
 def _uplink_chains(o, m):
     ms = m.marks
+    keep = inverted(ms.uplink)
     for u in m.uplinks:
-        keep = inverted(ms.uplink)
-        o(1, "chain mark_%s {" % u.name)
-        o(2, "ct mark set ct mark & %s | %s comment %s" % (keep, hexmark(u.mark), quote("!wormhole: arrived on %s" % u.name)))
-        o(1, "}")
-        o(1)
+        _chain(o, "mark_%s" % u.name, [_rule("ct mark set ct mark & %s | %s" % (keep, hexmark(u.mark)),
+                                             "arrived on %s" % u.name)])
         if m.opened.get(u.name):
-            o(1, "chain mark_%s_open {" % u.name)
-            o(2, "ct mark set ct mark & %s | %s comment %s" % (
-                inverted(ms.uplink | ms.opened), hexmark(u.mark | ms.opened),
-                quote("!wormhole: arrived on %s, port opened" % u.name)))
-            o(1, "}")
-            o(1)
-        o(1, "chain restore_%s {" % u.name)
-        o(2, "meta mark set meta mark & %s | %s comment %s" % (keep, hexmark(u.mark), quote("!wormhole: reply path via %s" % u.name)))
-        o(1, "}")
-        o(1)
+            _chain(o, "mark_%s_open" % u.name, [_rule(
+                "ct mark set ct mark & %s | %s" % (inverted(ms.uplink | ms.opened), hexmark(u.mark | ms.opened)),
+                "arrived on %s, port opened" % u.name)])
+        _chain(o, "restore_%s" % u.name, [_rule("meta mark set meta mark & %s | %s" % (keep, hexmark(u.mark)),
+                                                "reply path via %s" % u.name)])
 
 
 def _redirect_chain(o, m, e):
     r = e.rec
-    fam = r["dest_ip"].version
-    ip = "ip" if fam == 4 else "ip6"
-    tag = "!wormhole: %s" % e.id
-    o(1, "chain redirect_%s {" % ident(e.id))
+    ip = "ip" if r["dest_ip"].version == 4 else "ip6"
+    rules = []
     if r["src_ip"]:
         nets = ", ".join(str(n) for n in r["src_ip"])
-        o(2, "%s saddr != { %s } return comment %s" % (ip, nets, quote(tag + " client not in allowlist")))
+        rules.append(_rule("%s saddr != { %s } return" % (ip, nets), "%s client not in allowlist" % e.id))
     if r["src_dip"] is not None:
-        o(2, "%s daddr != %s return comment %s" % (ip, r["src_dip"], quote(tag + " other public address")))
+        rules.append(_rule("%s daddr != %s return" % (ip, r["src_dip"]), "%s other public address" % e.id))
     flags = m.marks.published | (m.marks.masq if r["snat"] else 0)
-    o(2, "ct mark set ct mark | %s comment %s" % (hexmark(flags), quote(tag + (" published, masqueraded" if r["snat"] else " published"))))
-    o(2, "%s %s comment %s" % (_l4(r["proto"]), _dnat(r, ip), quote("!wormhole: " + entry_tag(e))))
-    o(1, "}")
-    o(1)
+    rules.append(_rule("ct mark set ct mark | %s" % hexmark(flags),
+                       "%s published%s" % (e.id, ", masqueraded" if r["snat"] else "")))
+    rules.append(_rule("%s %s" % (_l4(r["proto"]), _dnat(r, ip)), entry_tag(e)))
+    _chain(o, "redirect_%s" % ident(e.id), rules)
 
 
 def _l4(proto):
