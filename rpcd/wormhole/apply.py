@@ -189,8 +189,8 @@ def _fw3_delete_chains():
     """Remove our (unreferenced) chains entirely; used on disable and uninstall."""
     for family in ("ipv4", "ipv6"):
         rc, out, _ = system.run([_save_tool(family)], check=False)
-        for table, chains in ipt_render.CHAINS.items():
-            for _builtin, own in chains:
+        for table in ipt_render.CHAINS:
+            for own in ipt_render.own_chains(table):
                 if (":%s " % own) in out:
                     tool = "iptables" if family == "ipv4" else "ip6tables"
                     system.run([tool, "-t", table, "-F", own], check=False)

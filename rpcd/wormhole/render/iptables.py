@@ -3,7 +3,8 @@
 Own chains only (declaring `:CHAIN - [0:0]` flushes them on every restore); the jumps
 from built-in chains carry fw3's own `!fw3: wormhole` tag so a fw3 reload removes them
 before it restores this file again. fw3 has no sets here, so classification is one rule
-per entry, reached only by new connections arriving on an uplink.
+per entry, in a chain only new connections enter: packets of established connections
+pass one rule there, whatever the number of entries.
 """
 
 from .. import paths, schema
@@ -17,6 +18,14 @@ CHAINS = {
     "nat": (("PREROUTING", "WORMHOLE_DNAT"), ("POSTROUTING", "WORMHOLE_SNAT")),
     "filter": (("INPUT", "WORMHOLE_INPUT"), ("FORWARD", "WORMHOLE_FORWARD")),
 }
+# Chains reached only from our own chains.
+INNER_CHAINS = {"mangle": ("WORMHOLE_NEW",), "nat": (), "filter": ()}
+
+
+def own_chains(table):
+    """Every chain of ours in `table`, those jumped to from built-ins first (a safe
+    order to flush and delete them in)."""
+    return [own for _b, own in CHAINS[table]] + list(INNER_CHAINS[table])
 
 
 def render(model):
@@ -36,7 +45,7 @@ def render_family(m, ver):
     out = [HEADER]
     for table in ("mangle", "nat", "filter"):
         out.append("*%s\n" % table)
-        out.extend(":%s - [0:0]\n" % own for _b, own in CHAINS[table])
+        out.extend(":%s - [0:0]\n" % own for own in own_chains(table))
         out.extend(line + "\n" for line in jump_lines(table))
         out.extend(line + "\n" for line in body[table])
         out.append("COMMIT\n")
@@ -61,9 +70,10 @@ def _mangle(m, ver):
             opened = el.entry.id in m.opened.get(u.name, ())
             value = u.mark | (ms.opened if opened else 0)
             mask = ms.uplink | (ms.opened if opened else 0)
-            lines.append("-A WORMHOLE_PRE -i %s -p %s -m %s --dport %s -m conntrack --ctstate NEW %s -j CONNMARK --set-xmark %s/%s" % (
+            lines.append("-A WORMHOLE_NEW -i %s -p %s -m %s --dport %s %s -j CONNMARK --set-xmark %s/%s" % (
                 u.device, el.proto, el.proto, _ports(el.ports), _c("%s on %s" % (entry_tag(el.entry), u.name)),
                 hexmark(value), hexmark(mask)))
+    lines.insert(0, "-A WORMHOLE_PRE -m conntrack --ctstate NEW %s -j WORMHOLE_NEW" % _c("classify new connections"))
     restore = "-m connmark ! --mark 0x0/%s %s -j CONNMARK --restore-mark --nfmask %s --ctmask %s" % (
         hexmark(ms.uplink), "%s", hexmark(ms.uplink), hexmark(ms.uplink))
     lines.append("-A WORMHOLE_PRE " + restore % _c("packets of marked connections carry their uplink mark"))
