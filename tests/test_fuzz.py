@@ -193,9 +193,10 @@ def ipt_holes(text):
         if re.search(r"-j (DROP|REJECT)", bare):
             out.append("drop/reject: %r" % line)
         if "CONNMARK --set-xmark" in bare and not (
-                (bare.startswith("-A WORMHOLE_PRE -i ") and "--ctstate NEW" in bare)
-                or bare.startswith("-A WORMHOLE_DNAT -i ")):
+                bare.startswith("-A WORMHOLE_NEW -i ") or bare.startswith("-A WORMHOLE_DNAT -i ")):
             out.append("mark set outside new inbound connections: %r" % line)
+        if "-j WORMHOLE_NEW" in bare and bare != "-A WORMHOLE_PRE -m conntrack --ctstate NEW -m comment  -j WORMHOLE_NEW":
+            out.append("WORMHOLE_NEW reached other than by new connections: %r" % line)
     return out
 
 

@@ -3,8 +3,9 @@
 import errno
 import fcntl
 import os
-import re
 import time
+
+from . import chars
 
 
 def atomic_write(path, data, mode=0o644):
@@ -51,7 +52,7 @@ def remove_stale(directory, prefix):
     except OSError:
         return
     for name in names:
-        pid = re.match(r"[0-9]*", name[len(prefix):]).group() if name.startswith(prefix) else ""
+        pid = chars.digit_prefix(name[len(prefix):]) if name.startswith(prefix) else ""
         if pid and int(pid) != os.getpid() and not _alive(int(pid)):
             _unlink_quietly(os.path.join(directory, name))
 

@@ -88,7 +88,7 @@ def _error(code, message, field=None):
 
 def _read_request(stream):
     """(args, None) or (None, error reply). Empty input means {} (rpcd always sends an object)."""
-    import json
+    from .jsonio import loads
     data = stream.read(MAX_REQUEST + 1)
     if len(data) > MAX_REQUEST:
         return None, _error(INVALID, "request: larger than %d bytes" % MAX_REQUEST, "request")
@@ -99,7 +99,7 @@ def _read_request(stream):
     if not text.strip():
         return {}, None
     try:
-        args = json.loads(text)
+        args = loads(text)
     except ValueError as e:
         return None, _error(INVALID, "request: not valid JSON (%s)" % e, "request")
     except RecursionError:
@@ -120,8 +120,8 @@ def _kind(value):
 def _dump(obj):
     """Compact, pure-ASCII JSON. Undecodable config bytes (lone surrogates) become \\udcXX
     escapes, which json-c turns into U+FFFD instead of failing the whole reply."""
-    import json
-    return json.dumps(obj, separators=(",", ":"))
+    from .jsonio import dumps
+    return dumps(obj)
 
 
 def _write(text):

@@ -7,13 +7,12 @@ guesses: a value it cannot read is an error, an option it does not know is a war
 """
 
 import ipaddress
-import re
 
-# \Z, not $: `$` also matches before a final newline, and "wan0\n" passed as a device
-# name and broke the quoted rule text it was put in (issue 9).
-_IFNAME_RE = re.compile(r"^[A-Za-z0-9_.-]{1,15}\Z")
-_NETWORK_RE = re.compile(r"^[A-Za-z0-9_]{1,15}\Z")
-_PORT_RE = re.compile(r"^([0-9]{1,5})(?:-([0-9]{1,5}))?\Z")
+from . import chars
+
+# Identifiers are checked character by character (chars.only): a final newline is
+# refused too; with a `$` regex "wan0\n" passed as a device name and broke the quoted
+# rule text it was put in (issue 9).
 _TRUE = ("1", "yes", "on", "true", "enabled")
 _FALSE = ("0", "no", "off", "false", "disabled")
 
@@ -60,10 +59,9 @@ def enum(*values):
 
 def parse_port_range(raw):
     """'N' or 'N-M' with 1 <= N <= M <= 65535, canonical decimal (no sign, no leading zero)."""
-    m = _PORT_RE.match(raw)
-    if not m:
+    parts = raw.split("-", 1) if isinstance(raw, str) else []
+    if not parts or not all(chars.only(p, chars.DIGITS, 1, 5) for p in parts):
         raise ValueError("%s is not a port or a range N-M" % shown(raw))
-    parts = [p for p in m.groups() if p is not None]
     for p in parts:
         if len(p) > 1 and p.startswith("0"):
             raise ValueError("%s has a leading zero" % shown(raw))
@@ -82,14 +80,14 @@ def format_port_range(pr):
 
 
 def parse_ifname(raw):
-    if not _IFNAME_RE.match(raw):
+    if not chars.only(raw, chars.IFNAME, 1, 15):
         raise ValueError("%s is not an interface name (1 to 15 of A-Z a-z 0-9 _ . -)" % shown(raw))
     return raw
 
 
 def parse_network(raw):
     """A logical uplink name: a netifd interface or an `uplink` section (UCI names: no . or -)."""
-    if not _NETWORK_RE.match(raw):
+    if not chars.only(raw, chars.WORD, 1, 15):
         raise ValueError("%s is not a network name (1 to 15 of A-Z a-z 0-9 _)" % shown(raw))
     return raw
 
@@ -156,7 +154,7 @@ def parse_prefix(raw):
 def parse_mss(raw):
     # ASCII digits only: str.isdigit() also takes '¹⁴⁰⁰', on which int() then fails with
     # Python's own message instead of ours (issue 9).
-    if not re.match(r"^[0-9]+\Z", raw) or (len(raw) > 1 and raw.startswith("0")):
+    if not chars.only(raw, chars.DIGITS) or (len(raw) > 1 and raw.startswith("0")):
         raise ValueError("%s is not a number" % shown(raw))
     v = int(raw)
     if not MSS_MIN <= v <= MSS_MAX:
@@ -167,7 +165,7 @@ def parse_mss(raw):
 def int_range(lo, hi):
     def parse(raw):
         s = raw.strip()
-        if not re.match(r"^[0-9]+$", s):
+        if not chars.only(s, chars.DIGITS):
             raise ValueError("%s is not a number" % shown(raw))
         v = int(s)
         if not lo <= v <= hi:

@@ -1,8 +1,6 @@
 """Small runtime state under /var/run/wormhole: the last apply's outcome and what it installed."""
 
-import json
-
-from . import fsutil, paths
+from . import fsutil, jsonio, paths
 
 
 def _load(device_path):
@@ -10,14 +8,14 @@ def _load(device_path):
     if not text:
         return {}
     try:
-        data = json.loads(text)
+        data = jsonio.loads(text)
     except ValueError:
         return {}
     return data if isinstance(data, dict) else {}
 
 
 def _save(device_path, data):
-    fsutil.atomic_write(paths.under_root(device_path), json.dumps(data, indent=1, sort_keys=True) + "\n")
+    fsutil.atomic_write(paths.under_root(device_path), jsonio.dumps(data) + "\n")
 
 
 def last_apply():

@@ -4,9 +4,10 @@ rpcd kills nothing and waits 30 s for a plugin, so every call here is bounded we
 that. Tools are looked up on a fixed PATH: rpcd gives its plugins a minimal environment.
 """
 
-import json
 import os
 import time
+
+from . import jsonio
 
 # subprocess is imported when a tool is first run: it costs 5 ms of a LuCI `list` or
 # `status`, which ask the kernel directly (rtnl, nfnl) and start no tool at all.
@@ -98,7 +99,7 @@ def run_json(argv, timeout=DEFAULT_TIMEOUT):
     if rc != 0 or not out.strip():
         return None
     try:
-        return json.loads(out)
+        return jsonio.loads(out)
     except ValueError:
         return None
 

@@ -5,9 +5,7 @@ their numbers and devices, the elements each entry contributes, skipped entries 
 their reasons); the nft and iptables renderers only format that model.
 """
 
-import re
-
-from .. import schema
+from .. import chars, schema
 from ..config import uplink_of
 
 # Characters that may appear inside a quoted comment in both nft and iptables-restore.
@@ -17,7 +15,6 @@ from ..config import uplink_of
 # whole load: a 64-character label of two-byte letters did that (issue 9). The cap counts
 # the text between the quotes, in bytes, and cuts at a character boundary.
 _COMMENT_MAX_BYTES = 128
-_IDENT_RE = re.compile(r"^[A-Za-z0-9_]{1,64}\Z")   # \Z: `$` lets a final newline through
 
 
 def quote(text):
@@ -47,7 +44,7 @@ def entry_tag(entry):
 
 def ident(name):
     """Identifiers (section ids, uplink names) used in chain/set names must match an allow-list."""
-    if not _IDENT_RE.match(name):
+    if not chars.only(name, chars.WORD, 1, 64):
         raise ValueError("not a safe identifier: %r" % name)
     return name
 

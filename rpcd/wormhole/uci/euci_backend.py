@@ -6,16 +6,18 @@ read-modify-write sessions exclusive against other wormhole writers.
 """
 
 import os
-import re
 from contextlib import contextmanager
 
 from euci import EUci  # ImportError here selects the file backend
 from uci import UciException, UciExceptionNotFound
 
-from .. import fsutil
+from .. import chars, fsutil
 from . import Section, UciError
 
-_ANON_RE = re.compile(r"^cfg[0-9a-f]{6,}$")
+
+def _anonymous(name):
+    """libuci names anonymous sections cfgXXYYYY (counter, then a hash of the type)."""
+    return name.startswith("cfg") and chars.only(name[3:], chars.HEX, 6)
 
 
 def _value(v):
@@ -68,7 +70,7 @@ def _sections(u, package):
     for name, opts in data.items():
         stype = u.get(package, name)
         options = {k: _value(v) for k, v in opts.items() if not k.startswith(".")}
-        out.append(Section(name, stype, bool(_ANON_RE.match(name)), options))
+        out.append(Section(name, stype, _anonymous(name), options))
     return out
 
 

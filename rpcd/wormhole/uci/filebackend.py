@@ -9,10 +9,10 @@ replace the file atomically.
 import os
 from contextlib import contextmanager
 
-from .. import fsutil
+from .. import chars, fsutil
 from . import Section, UciError
 from .syntax import (
-    NAME_RE, Statement, UciSyntaxError, anonymous_name, config_line, list_line,
+    Statement, UciSyntaxError, anonymous_name, config_line, list_line,
     option_line, parse, quote,
 )
 
@@ -159,7 +159,7 @@ class Document:
 def _set_options(block, changes):
     """Apply {option: str | list | None} to a block, keeping lines whose value is unchanged."""
     for opt, value in changes.items():
-        if not NAME_RE.match(opt):
+        if not chars.only(opt, chars.WORD):
             raise UciError("invalid option name %r" % opt)
         idx = [i for i, st in enumerate(block.body) if st.kind in ("option", "list") and st.args[0] == opt]
         if _unchanged(block, idx, value):

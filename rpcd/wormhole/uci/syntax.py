@@ -10,13 +10,12 @@ concatenate; `#` at the start of a word comments out the rest of the line; a quo
 value may span lines.
 """
 
-import re
+from .. import chars
 
-# \Z, not $: `$` also matches before a final newline, and a section named 'rd_x<newline>'
-# (a quoted name may span lines) reached the chain names and broke the whole ruleset.
-# libuci refuses such names too (uci_validate_name). Issue 9.
-NAME_RE = re.compile(r"^[A-Za-z0-9_]+\Z")
-TYPE_RE = re.compile(r"^[A-Za-z0-9_-]+\Z")
+# Names and types are checked character by character (chars.only), final newline
+# included: a section named 'rd_x<newline>' (a quoted name may span lines) once reached
+# the chain names and broke the whole ruleset. libuci refuses such names too
+# (uci_validate_name). Issue 9.
 
 
 class UciSyntaxError(Exception):
@@ -151,11 +150,11 @@ def parse(src, path="<config>"):
 
 def _check_names(keyword, args, path, line):
     if keyword == "config":
-        if not TYPE_RE.match(args[0]):
+        if not chars.only(args[0], chars.TYPE):
             raise UciSyntaxError(path, line, "invalid section type %r" % args[0])
-        if len(args) == 2 and not NAME_RE.match(args[1]):
+        if len(args) == 2 and not chars.only(args[1], chars.WORD):
             raise UciSyntaxError(path, line, "invalid section name %r" % args[1])
-    elif keyword in ("option", "list") and not NAME_RE.match(args[0]):
+    elif keyword in ("option", "list") and not chars.only(args[0], chars.WORD):
         raise UciSyntaxError(path, line, "invalid option name %r" % args[0])
 
 
