@@ -186,6 +186,32 @@ def test_strict_rp_filter_needs_src_valid_mark_and_says_so():
 
 
 @pytest.mark.lab
+def test_tcp_fwmark_accept_is_suggested_and_keeps_the_reply_path(lab):
+    """Router services behind TCP exemptions lose 10-20 % of their throughput to per-packet
+    re-routing (docs/PERFORMANCE.md, 3); check suggests the sysctl that avoids it. With it
+    on, replies still leave by the WAN and what the router starts still uses the tunnel."""
+    configure(lab)
+    _services(lab)
+    add(lab, "tcp:443")
+    add(lab, "udp:5000")
+    lab.set_sysctl("router", "net.ipv4.tcp_fwmark_accept", "0")
+    advice = [f for f in wh_json(lab, "check")["findings"] if f["check"] == "throughput"]
+    assert len(advice) == 1 and advice[0]["level"] == "warn", advice
+    assert "(tcp/443)" in advice[0]["message"] and "net.ipv4.tcp_fwmark_accept=1" in advice[0]["message"]
+    lab.set_sysctl("router", "net.ipv4.tcp_fwmark_accept", "1")
+    assert not [f for f in wh_json(lab, "check")["findings"] if f["check"] == "throughput"]
+    wan, wg = lab.dev("router", "wan"), lab.dev("router", "wg")
+    with lab.egress_counter("router", sport=443, proto="tcp") as out:
+        for dst, client in ((lab.wan4, lab.client4), (lab.wan6, lab.client6)):
+            reply = lab.tcp_request("client", dst, 443)
+            assert reply is not None and reply.peer_ip == client, (dst, reply)
+        assert out.packets(wan) > 0 and out.packets(wg) == 0, out.read()
+    lab.tcp_server("client", 443, name="outside-443")
+    reply = lab.tcp_request("router", lab.client4, 443)
+    assert reply is not None and reply.peer_ip == lab.provider4, reply
+
+
+@pytest.mark.lab
 def test_killswitch_off_makes_exemptions_inert(lab):
     configure(lab)
     _services(lab)

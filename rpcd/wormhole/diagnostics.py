@@ -166,6 +166,7 @@ def _service_findings(cfg, fw):
     fw_sections = _firewall_sections()
     forwards = _fw_ports(fw_sections, "redirect", "src_dport", None)
     accepts = _fw_ports(fw_sections, "rule", "dest_port", "ACCEPT")
+    served_tcp = []
     for e in cfg.active("exemption"):
         r = e.rec
         for proto in ("tcp", "udp") if r["proto"] == "tcpudp" else (r["proto"],):
@@ -173,6 +174,8 @@ def _service_findings(cfg, fw):
             local = any((proto, p) in listening for p in range(lo, min(hi, lo + 1024) + 1))
             forwarded = _covers(forwards, proto, r["port"])
             label = "%s/%s" % (proto, schema.format_port_range(r["port"]))
+            if local and proto == "tcp":
+                served_tcp.append(label)
             if not local and not forwarded:
                 out.append(_f("service", "warn", "%s (%s): nothing listens on the router and no port forward sends it to "
                               "a LAN host; add a forward (`wormhole forward add %s:%s <host>:<port>`)" % (
@@ -184,7 +187,20 @@ def _service_findings(cfg, fw):
             else:
                 out.append(_f("service", "ok", "%s (%s): %s" % (
                     label, e.id, "forwarded to a LAN host" if forwarded else "served by the router"), id=e.id))
+    if served_tcp and system.read_sys(FWMARK_ACCEPT, "0") == "0":
+        out.append(_f("throughput", "warn", FWMARK_ACCEPT_ADVICE % ", ".join(served_tcp[:4])))
     return out
+
+
+# A router service's accepted socket routes by the main table (into the tunnel); the
+# mark restored in output then re-routes every reply packet (docs/PERFORMANCE.md, 3:
+# 80-87 % of the throughput). With the sysctl the socket takes the mark of its SYN and
+# routes right from the SYN-ACK on. Host-wide, so suggested, not set.
+FWMARK_ACCEPT = "/proc/sys/net/ipv4/tcp_fwmark_accept"
+FWMARK_ACCEPT_ADVICE = (
+    "router services behind exemptions (%s) have every reply packet re-routed, which costs "
+    "10-20 %% of their throughput; run `sysctl -w net.ipv4.tcp_fwmark_accept=1` and make it permanent "
+    "(/etc/sysctl.d) so accepted connections take their reply route from the first packet")
 
 
 # --- redirects --------------------------------------------------------------------------
