@@ -27,7 +27,6 @@ class _Context:
     parse_float = float
     parse_int = int
     parse_constant = _CONSTANTS.__getitem__
-    memo = {}
 
 
 def _unserialisable(obj):

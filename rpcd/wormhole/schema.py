@@ -10,9 +10,6 @@ import ipaddress
 
 from . import chars
 
-# Identifiers are checked character by character (chars.only): a final newline is
-# refused too; with a `$` regex "wan0\n" passed as a device name and broke the quoted
-# rule text it was put in (issue 9).
 _TRUE = ("1", "yes", "on", "true", "enabled")
 _FALSE = ("0", "no", "off", "false", "disabled")
 

@@ -12,10 +12,9 @@ value may span lines.
 
 from .. import chars
 
-# Names and types are checked character by character (chars.only), final newline
-# included: a section named 'rd_x<newline>' (a quoted name may span lines) once reached
-# the chain names and broke the whole ruleset. libuci refuses such names too
-# (uci_validate_name). Issue 9.
+# A quoted name may span lines: 'rd_x<newline>' once reached the chain names and broke
+# the whole ruleset, so names are checked by chars.only, which refuses it, as libuci's
+# uci_validate_name does (issue 9).
 
 
 class UciSyntaxError(Exception):
