@@ -135,13 +135,15 @@ def lab_unavailable():
     return lab_unavailable_reason()
 
 
-def write_config(lab, exemptions=(), redirects=(), backend="fw4", enabled=True, host="router"):
+def write_config(lab, exemptions=(), redirects=(), backend="fw4", enabled=True, host="router", main=None):
     """The router's /etc/config/wormhole: its uplinks (no netifd in the lab) and entries.
 
-    exemptions: [(section id, {option: value})]; redirects likewise.
+    exemptions: [(section id, {option: value})]; redirects likewise; main: more options
+    of the `wormhole` section.
     """
     lines = ["config wormhole 'main'", "\toption backend '%s'" % backend,
-             "\toption enabled '%s'" % ("1" if enabled else "0"), ""]
+             "\toption enabled '%s'" % ("1" if enabled else "0")]
+    lines += ["\toption %s '%s'" % kv for kv in sorted((main or {}).items())] + [""]
     for name, opts in lab.uplinks(host).items():
         lines.append("config uplink '%s'" % name)
         lines += ["\toption %s '%s'" % kv for kv in opts.items() if kv[1]]

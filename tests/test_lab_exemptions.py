@@ -185,21 +185,25 @@ def test_strict_rp_filter_needs_src_valid_mark_and_says_so():
         assert not any("src_valid_mark" in w for w in wh_json(lab, "status")["warnings"])
 
 
+def _throughput_advice(lab):
+    return [f for f in wh_json(lab, "check")["findings"] if f["check"] == "throughput"]
+
+
 @pytest.mark.lab
-def test_tcp_fwmark_accept_is_suggested_and_keeps_the_reply_path(lab):
+def test_tcp_fwmark_accept_is_set_while_tcp_exemptions_exist_and_given_back(lab):
     """Router services behind TCP exemptions lose 10-20 % of their throughput to per-packet
-    re-routing (docs/PERFORMANCE.md, 3); check suggests the sysctl that avoids it. With it
-    on, replies still leave by the WAN and what the router starts still uses the tunnel."""
+    re-routing unless accepted sockets take their SYN's mark (docs/PERFORMANCE.md, 3).
+    wormhole sets the sysctl while a TCP exemption exists and puts back what it found;
+    with it on, replies still leave by the WAN and what the router starts uses the tunnel."""
+    accept = "net.ipv4.tcp_fwmark_accept"
     configure(lab)
     _services(lab)
-    add(lab, "tcp:443")
-    add(lab, "udp:5000")
-    lab.set_sysctl("router", "net.ipv4.tcp_fwmark_accept", "0")
-    advice = [f for f in wh_json(lab, "check")["findings"] if f["check"] == "throughput"]
-    assert len(advice) == 1 and advice[0]["level"] == "warn", advice
-    assert "(tcp/443)" in advice[0]["message"] and "net.ipv4.tcp_fwmark_accept=1" in advice[0]["message"]
-    lab.set_sysctl("router", "net.ipv4.tcp_fwmark_accept", "1")
-    assert not [f for f in wh_json(lab, "check")["findings"] if f["check"] == "throughput"]
+    lab.set_sysctl("router", accept, "0")
+    udp = add(lab, "udp:5000")
+    assert lab.sysctl("router", accept) == "0"          # no TCP exemption: not needed
+    tcp = add(lab, "tcp:443")
+    assert lab.sysctl("router", accept) == "1"
+    assert not _throughput_advice(lab)
     wan, wg = lab.dev("router", "wan"), lab.dev("router", "wg")
     with lab.egress_counter("router", sport=443, proto="tcp") as out:
         for dst, client in ((lab.wan4, lab.client4), (lab.wan6, lab.client6)):
@@ -209,6 +213,39 @@ def test_tcp_fwmark_accept_is_suggested_and_keeps_the_reply_path(lab):
     lab.tcp_server("client", 443, name="outside-443")
     reply = lab.tcp_request("router", lab.client4, 443)
     assert reply is not None and reply.peer_ip == lab.provider4, reply
+    # the last TCP exemption goes: the value found before comes back
+    assert "error" not in wh_json(lab, "inbound", "del", tcp)
+    assert lab.sysctl("router", accept) == "0"
+    # cleanup (the init script's stop) gives it back too
+    add(lab, "tcp:443")
+    assert lab.sysctl("router", accept) == "1"
+    lab.wormhole("router", "cleanup")
+    assert lab.sysctl("router", accept) == "0"
+    # a value the user set is theirs: kept when wormhole no longer needs it
+    lab.set_sysctl("router", accept, "1")
+    lab.wormhole("router", "apply")
+    assert "error" not in wh_json(lab, "inbound", "del", "tcp:443")
+    assert lab.sysctl("router", accept) == "1"
+    assert [e["id"] for e in wh_json(lab, "inbound", "list")["exemptions"]] == [udp]
+
+
+@pytest.mark.lab
+def test_tcp_fwmark_accept_left_alone_when_switched_off(lab):
+    """fwmark_accept=0: wormhole never writes the sysctl, and check explains the cost and both fixes."""
+    accept = "net.ipv4.tcp_fwmark_accept"
+    configure(lab)
+    cfg = lab.roots["router"] / "etc/config/wormhole"
+    cfg.write_text(cfg.read_text().replace("config wormhole 'main'\n", "config wormhole 'main'\n\toption fwmark_accept '0'\n"))
+    _services(lab)
+    lab.set_sysctl("router", accept, "0")
+    add(lab, "tcp:443")
+    assert lab.sysctl("router", accept) == "0"
+    advice = _throughput_advice(lab)
+    assert len(advice) == 1 and advice[0]["level"] == "warn", advice
+    msg = advice[0]["message"]
+    assert "(tcp/443)" in msg and "fwmark_accept=1" in msg and "sysctl -w net.ipv4.tcp_fwmark_accept=1" in msg
+    reply = lab.tcp_request("client", lab.wan4, 443)     # slower, still right
+    assert reply is not None and reply.peer_ip == lab.client4
 
 
 @pytest.mark.lab

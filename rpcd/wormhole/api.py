@@ -280,7 +280,7 @@ def _apply_locked(sid=None, cfg=None):
 
     The caller holds the lock. Raises apply_failed (with `id` when a change triggered it).
     """
-    from . import apply as applier, render      # writers only: `list`/`status` load neither
+    from . import apply as applier, render, sysctls     # writers only: `list`/`status` load none
     cfg = cfg or config.load()
     fw = facts.backend(cfg)
     previous = state.applied()
@@ -301,6 +301,11 @@ def _apply_locked(sid=None, cfg=None):
                       "rules": plan["routing"]["rules"],
                       "tables": sorted({r["table"] for r in plan["routing"]["rules"] if isinstance(r["table"], int)}),
                       "mark_mask": cfg.main["mark_mask"], "priority": cfg.main["priority"]}
+            saved, tuned = sysctls.sync_fwmark_accept(sysctls.fwmark_accept_wanted(cfg),
+                                                      previous.get(sysctls.STATE_KEY))
+            warnings += tuned
+            if saved is not None:
+                record[sysctls.STATE_KEY] = saved
     except (applier.ApplyError, system.ToolError, OSError) as e:
         try:
             state.save_last_apply({"ok": False, "time": applier.now(), "error": str(e), "backend": fw})

@@ -14,7 +14,7 @@ them established connections, are never touched.
 import os
 import time
 
-from . import fsutil, nfnl, paths, rtnl, state, system
+from . import fsutil, nfnl, paths, rtnl, state, sysctls, system
 from .render import iptables as ipt_render
 from .render import nft as nft_render
 from .render.common import Marks
@@ -378,7 +378,8 @@ def _rollback(backend, previous_files, previous_routing, main, marks):
 
 
 def remove_everything(main):
-    """Uninstall / disable path: no rule, route, ip rule, snippet or include left behind."""
+    """Uninstall / disable path: no rule, route, ip rule, snippet or include left behind,
+    and tcp_fwmark_accept back to what it was before wormhole set it."""
     marks = Marks(main["mark_mask"])
     errors = []
     try:
@@ -401,6 +402,18 @@ def remove_everything(main):
         errors.append(str(e))
     for path in _all_files({}):
         fsutil.remove_file(paths.under_root(path))
+    return errors + _give_back_sysctls()
+
+
+def _give_back_sysctls():
+    record = state.applied()
+    if sysctls.STATE_KEY not in record:
+        return []
+    errors = sysctls.give_back(record.pop(sysctls.STATE_KEY))
+    try:
+        state.save_applied(record)      # given back: a later apply must not restore it again
+    except OSError as e:
+        errors.append("could not update the applied state: %s" % e)
     return errors
 
 

@@ -6,7 +6,7 @@ message says what is wrong and the exact fix, never just that something failed.
 
 import ipaddress
 
-from . import config, facts, paths, schema, system
+from . import config, facts, paths, schema, sysctls, system
 from .uci import UciError, open_backend
 
 # `status` uses redirect_problems() on every LuCI poll: render and apply (the writers'
@@ -187,20 +187,20 @@ def _service_findings(cfg, fw):
             else:
                 out.append(_f("service", "ok", "%s (%s): %s" % (
                     label, e.id, "forwarded to a LAN host" if forwarded else "served by the router"), id=e.id))
-    if served_tcp and system.read_sys(FWMARK_ACCEPT, "0") == "0":
-        out.append(_f("throughput", "warn", FWMARK_ACCEPT_ADVICE % ", ".join(served_tcp[:4])))
+    if served_tcp and system.read_sys(sysctls.FWMARK_ACCEPT, "0") == "0":
+        fix = FWMARK_ACCEPT_APPLY if cfg.main.get("fwmark_accept") else FWMARK_ACCEPT_OPTION
+        out.append(_f("throughput", "warn", FWMARK_ACCEPT_ADVICE % (", ".join(served_tcp[:4]), fix)))
     return out
 
 
-# A router service's accepted socket routes by the main table (into the tunnel); the
-# mark restored in output then re-routes every reply packet (docs/PERFORMANCE.md, 3:
-# 80-87 % of the throughput). With the sysctl the socket takes the mark of its SYN and
-# routes right from the SYN-ACK on. Host-wide, so suggested, not set.
-FWMARK_ACCEPT = "/proc/sys/net/ipv4/tcp_fwmark_accept"
+# Why this costs throughput and what the sysctl changes: sysctls.py.
 FWMARK_ACCEPT_ADVICE = (
     "router services behind exemptions (%s) have every reply packet re-routed, which costs "
-    "10-20 %% of their throughput; run `sysctl -w net.ipv4.tcp_fwmark_accept=1` and make it permanent "
-    "(/etc/sysctl.d) so accepted connections take their reply route from the first packet")
+    "10-20 %% of their throughput, because net.ipv4.tcp_fwmark_accept is 0; %s")
+FWMARK_ACCEPT_APPLY = "run `wormhole apply`, which sets it while TCP exemptions exist"
+FWMARK_ACCEPT_OPTION = ("let wormhole set it while TCP exemptions exist (`uci set wormhole.@wormhole[0].fwmark_accept=1; "
+                        "uci commit wormhole; wormhole apply`) or set it yourself "
+                        "(`sysctl -w net.ipv4.tcp_fwmark_accept=1`, and a line in /etc/sysctl.d)")
 
 
 # --- redirects --------------------------------------------------------------------------

@@ -212,6 +212,9 @@ MAIN = {
     "mark_mask": Opt(parse_mask, "0xff000000", doc="firewall mark bits wormhole owns"),
     "priority": Opt(int_range(2, 32765), "90", doc="ip rule priority of the reply-routing rules"),
     "table_base": Opt(parse_table_base, "4090", doc="routing tables wormhole owns start above this"),
+    "fwmark_accept": Opt(parse_bool, "1", doc="1: set net.ipv4.tcp_fwmark_accept while a TCP exemption "
+                         "exists (router services route their replies right from the first packet); "
+                         "0: leave the sysctl alone"),
 }
 
 UPLINK = {
