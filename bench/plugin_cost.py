@@ -106,7 +106,9 @@ def _subprocess_row(nsx, env, cmd, name="call list"):
 def importtime(nsx, env, cmd, top=12):
     """[(module, cumulative us, self us)] of the top-level imports of one call, largest first."""
     argv, stdin = cmd
-    r = nsx.run([common.PYTHON, "-X", "importtime"] + argv, env=env, input=stdin)
+    with open(argv[0]) as f:
+        flags = f.readline().split()[1:]       # as the shebang runs it (-S)
+    r = nsx.run([common.PYTHON] + flags + ["-X", "importtime"] + argv, env=env, input=stdin)
     rows = []
     for line in r.stderr.splitlines():
         m = re.match(r"import time:\s+(\d+) \|\s+(\d+) \|( *)(\S+)", line)

@@ -170,7 +170,6 @@ def test_flushed_ip_rules_come_back_on_apply(lab):
 def test_fw3_backend(lab):
     cfg = support.read_config(lab.root).decode().replace("option backend 'fw4'", "option backend 'fw3'")
     support.write_config(lab.root, cfg)
-    pristine = kernel(lab)
     wh(lab, "inbound", "add", "tcp:443", "--open")
     wh(lab, "apply")
     wh(lab, "apply")

@@ -208,3 +208,28 @@ def test_changing_calls_stay_within_python3_light(netns, reports, croot):
 def test_cli_stays_within_python3_light(reports, croot, no_tools, args):
     rep, _out = run_guarded(reports, croot, support.CLI, args, extra_env=None if args[0] != "inbound" else no_tools)
     assert "wormhole.cli" in rep["new"]
+
+
+# --- started without `site` ----------------------------------------------------------------
+
+def test_entry_points_start_without_site():
+    """rpcd starts the plugin for every ubus call: `-S` saves `site` (PERFORMANCE.md, 4)."""
+    for path in ENTRY_POINTS:
+        with open(path) as f:
+            assert f.readline().split() == ["#!/usr/bin/python3", "-S"], path
+
+
+def test_site_packages_are_where_site_puts_them(monkeypatch):
+    """Under -S the entry points add the interpreter's site-packages themselves, where
+    OpenWrt's python3-uci and python3-ubus are: the directories sysconfig names."""
+    import sysconfig
+
+    import wormhole
+    expected = {sysconfig.get_path(k, "posix_prefix") for k in ("purelib", "platlib")}
+    monkeypatch.setattr(sys, "path", ["/stdlib"])
+    monkeypatch.setattr(os.path, "isdir", lambda p: True)
+    wormhole.add_site_packages()
+    assert sys.path[0] == "/stdlib" and expected <= set(sys.path[1:]), sys.path
+    assert all(p.startswith((sys.prefix, sys.exec_prefix)) and p.endswith("site-packages") for p in sys.path[1:])
+    wormhole.add_site_packages()            # idempotent: a normal start already has them
+    assert len(sys.path) == len(set(sys.path))

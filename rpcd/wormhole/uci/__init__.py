@@ -36,7 +36,7 @@ class Section:
 def available_backends():
     names = ["file"]
     try:
-        import euci  # noqa: F401
+        __import__("euci")
         names.insert(0, "euci")
     except ImportError:
         pass
@@ -50,6 +50,7 @@ def open_backend(name=None):
     lockdir = paths.under_root(os.path.dirname(paths.LOCK_FILE))
     if name in (None, "euci"):
         try:
+            __import__("euci")     # alone first: where it is missing, our adapter is not loaded either
             from .euci_backend import EuciBackend
             return EuciBackend(confdir, lockdir, paths.under_root(paths.UCI_SAVEDIR))
         except ImportError:

@@ -6,7 +6,6 @@ read-modify-write sessions exclusive against other wormhole writers.
 """
 
 import os
-from contextlib import contextmanager
 
 from euci import EUci  # ImportError here selects the file backend
 from uci import UciException, UciExceptionNotFound
@@ -39,8 +38,12 @@ class EuciBackend:
     def load(self, package):
         return _sections(self._uci(), package)
 
-    @contextmanager
     def edit(self, package):
+        """A locked editing session; committed when the `with` block ends without an error."""
+        from contextlib import contextmanager   # writers only: a read (a LuCI poll) loads none
+        return contextmanager(self._edit)(package)
+
+    def _edit(self, package):
         lock = os.path.join(self.lockdir, "uci-%s.lock" % package)
         with fsutil.FileLock(lock):
             if not os.path.exists(os.path.join(self.confdir, package)):

@@ -7,7 +7,6 @@ replace the file atomically.
 """
 
 import os
-from contextlib import contextmanager
 
 from .. import chars, fsutil
 from . import Section, UciError
@@ -216,8 +215,12 @@ class FileBackend:
     def load(self, package):
         return self._document(package).sections()
 
-    @contextmanager
     def edit(self, package):
+        """A locked editing session; committed when the `with` block ends without an error."""
+        from contextlib import contextmanager   # writers only: a read (a LuCI poll) loads none
+        return contextmanager(self._edit)(package)
+
+    def _edit(self, package):
         lock = os.path.join(self.lockdir, "uci-%s.lock" % package)
         with fsutil.FileLock(lock):
             doc = self._document(package)
