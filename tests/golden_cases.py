@@ -13,6 +13,7 @@ ARTIFACTS = {
     "fw4-ruleset.nft": ("fw4", "/usr/share/nftables.d/ruleset-post/50-wormhole.nft"),
     "fw4-chain-pre-input.nft": ("fw4", "/usr/share/nftables.d/chain-pre/input/50-wormhole.nft"),
     "fw4-chain-pre-forward.nft": ("fw4", "/usr/share/nftables.d/chain-pre/forward/50-wormhole.nft"),
+    "fw4-chain-pre-mangle_forward.nft": ("fw4", "/usr/share/nftables.d/chain-pre/mangle_forward/50-wormhole.nft"),
     "fw3-ipv4.rules": ("fw3", "/usr/share/wormhole/fw3-ipv4.rules"),
     "fw3-ipv6.rules": ("fw3", "/usr/share/wormhole/fw3-ipv6.rules"),
 }

@@ -11,6 +11,7 @@ import stat
 import pytest
 
 from tests import support
+from wormhole.render import nft as nft_render
 
 FW4_BASE = """table inet fw4
 flush table inet fw4
@@ -21,6 +22,8 @@ table inet fw4 {
 	}
 	chain forward { type filter hook forward priority filter; policy accept;
 		ct state vmap { established : accept, related : accept } comment "!fw4: Handle forwarded flows"
+	}
+	chain mangle_forward { type filter hook forward priority mangle; policy accept;
 	}
 }
 """
@@ -90,7 +93,7 @@ def test_reapply_does_not_rewrite_files(lab):
 def test_snippets_are_inserted_once(lab):
     wh(lab, "inbound", "add", "tcp:443")
     wh(lab, "inbound", "add", "tcp:80")
-    for chain in ("input", "forward"):
+    for chain in nft_render.SNIPPET_CHAINS:
         text = lab.exec(["nft", "list", "chain", "inet", "fw4", chain]).stdout
         assert text.count("!wormhole:") == 1, text
 

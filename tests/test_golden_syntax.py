@@ -10,6 +10,7 @@ import os
 import pytest
 
 from tests import support
+from wormhole.render import nft as nft_render
 from tests.golden_cases import case_names, expected_path
 
 FW4_LIKE = """table inet fw4
@@ -25,6 +26,11 @@ table inet fw4 {
 		type filter hook forward priority filter; policy drop;
 %(forward)s
 		ct state vmap { established : accept, related : accept } comment "!fw4: Handle forwarded flows"
+	}
+	chain mangle_forward {
+		type filter hook forward priority mangle; policy accept;
+%(mangle_forward)s
+		iifname "eth1" tcp flags syn / syn,fin,rst tcp option maxseg size set rt mtu comment "!fw4: Zone wan IPv4/IPv6 ingress MTU fixing"
 	}
 }
 """
@@ -58,7 +64,7 @@ def test_nft_ruleset_loads(case, ns, tmp_path):
 @pytest.mark.parametrize("case", case_names())
 def test_chain_pre_snippets_fit_fw4(case, ns, tmp_path):
     snippets = {}
-    for chain in ("input", "forward"):
+    for chain in nft_render.SNIPPET_CHAINS:
         text = _read(case, "fw4-chain-pre-%s.nft" % chain)
         snippets[chain] = "" if text.startswith("# (file removed)") else "\t\t" + text.strip()
     _check_nft(ns, FW4_LIKE % snippets, tmp_path, "fw4.nft")

@@ -7,6 +7,7 @@ the WAN. Most scenarios run against both firewall backends.
 """
 
 import json
+import re
 
 import pytest
 
@@ -100,6 +101,51 @@ def test_lan_service_behind_a_port_forward_with_remap(lab, backend):
         reply = lab.tcp_request("client", lab.lan6, 443)
         assert reply is not None and reply.peer_ip == lab.client6
         assert out.packets(lab.dev("router", "wan")) > 0 and out.packets(lab.dev("router", "wg")) == 0, out.read()
+
+
+def _lan_mss(lab, dst, port):
+    """The MSS the LAN host may send on a connection from the client (ss: minus 12 bytes of
+    TCP timestamps), i.e. the client's SYN after the router clamped it."""
+    stream = lab.stream("client", dst, port)
+    try:
+        assert stream.wait_replies(2), stream.stats()
+        out = lab.run("lan", ["ss", "-tniH", "state", "established", "( sport = :443 )"]).stdout
+    finally:
+        stream.stop()
+    found = re.findall(r"\bmss:(\d+)", out)
+    assert found, out
+    return int(found[0])
+
+
+@pytest.mark.lab
+def test_inbound_syn_mss_fits_the_uplink_not_the_tunnel(lab):
+    """fw4's mtu_fix clamps with `rt mtu`, which looks up the route back to the client
+    without the connection's mark: under the kill-switch it finds the tunnel (MTU 1420) and
+    every forwarded inbound connection got the tunnel's MSS, though its replies leave by the
+    WAN (docs/PERFORMANCE.md, 3). wormhole clamps those SYNs to the uplink's MTU instead:
+    full-size segments on a 1500 WAN, and still a clamp when the WAN is narrower."""
+    configure(lab)
+    lab.fw4_redirect(src="wan", proto="tcp", src_dport=8443, dest_ip=lab.lan4, dest_port=443)
+    lab.fw4_accept_forward(src="wan", dest="lan", proto="tcp", port=443, dest_ip=lab.lan6)
+    lab.tcp_server("lan", 443, name="nas")
+    assert "maxseg size set rt mtu" in lab.run("router", ["nft", "list", "chain", "inet", "fw4", "mangle_forward"]).stdout
+    add(lab, "tcp:8443", "--family", "ipv4")
+    add(lab, "tcp:443", "--family", "ipv6")
+    timestamps = 12
+    assert _lan_mss(lab, lab.wan4, 8443) == 1500 - 40 - timestamps
+    assert _lan_mss(lab, lab.lan6, 443) == 1500 - 60 - timestamps
+    # the same under fw4's rule alone: the tunnel's MSS (what users had before)
+    lab.run("router", ["nft", "flush", "chain", "inet", "wormhole", "mss_in_wan"])
+    handles = [line.rsplit("# handle ", 1)[1] for line in lab.run(
+        "router", ["nft", "-a", "list", "chain", "inet", "fw4", "mangle_forward"]).stdout.splitlines() if "!wormhole:" in line]
+    assert len(handles) == 1
+    lab.run("router", ["nft", "delete", "rule", "inet", "fw4", "mangle_forward", "handle", handles[0]])
+    assert _lan_mss(lab, lab.wan4, 8443) == 1420 - 40 - timestamps
+    # a narrower WAN (PPPoE-like): the clamp follows the uplink once wormhole re-applies
+    lab.run("router", ["ip", "link", "set", "dev", lab.dev("router", "wan"), "mtu", "1400"])
+    lab.wormhole("router", "apply")
+    assert _lan_mss(lab, lab.wan4, 8443) == 1400 - 40 - timestamps
+    assert _lan_mss(lab, lab.lan6, 443) == 1400 - 60 - timestamps
 
 
 @pytest.mark.lab

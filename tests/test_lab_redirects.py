@@ -318,6 +318,26 @@ def test_lan_forward_with_remap_under_a_killswitch_in_one_step(backend):
 
 @pytest.mark.lab
 @pytest.mark.parametrize("backend", BACKENDS)
+def test_lan_forward_mss_fits_the_uplink_not_the_tunnel(backend):
+    """`rt mtu` / --clamp-mss-to-pmtu look up the route back to the client without the
+    connection's mark and, under the kill-switch, find the tunnel (MTU 1420). A forward's
+    SYN is clamped to the uplink its replies leave by instead (full size on a 1500 WAN);
+    the SYN-ACK still takes the route MTU toward the LAN host."""
+    with router(backend) as lab:
+        lab.tcp_server("lan", 443, name="nas")
+        forward(lab, "tcp:8443", hostport(lab.lan4, 443), host="router")
+        stream = lab.stream("client", lab.wan4, 8443)
+        assert stream.wait_replies(2), stream.stats()
+        lan = lab.run("lan", ["ss", "-tniH", "state", "established", "( sport = :443 )"]).stdout
+        client = lab.run("client", ["ss", "-tniH", "state", "established", "( dport = :8443 )"]).stdout
+        stream.stop()
+        timestamps = 12
+        assert re.findall(r"\bmss:(\d+)", lan) == [str(1500 - 40 - timestamps)], lan
+        assert re.findall(r"\bmss:(\d+)", client) == [str(1500 - 40 - timestamps)], client
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("backend", BACKENDS)
 def test_allowlist_public_address_and_port_range(backend):
     with gateway(backend) as lab:
         backend_accepts(lab, backend, "tcp", "9000-9003")

@@ -49,7 +49,7 @@ def apply(plan, backend, main):
 
 def _all_files(files):
     names = set(files)
-    names.update([paths.NFT_RULESET] + [paths.NFT_CHAIN_PRE.format(chain=c) for c in ("input", "forward")])
+    names.update([paths.NFT_RULESET] + [paths.NFT_CHAIN_PRE.format(chain=c) for c in nft_render.SNIPPET_CHAINS])
     names.update(paths.FW3_RULES.format(family=f) for f in ("ipv4", "ipv6"))
     return sorted(names)
 

@@ -55,6 +55,7 @@ def _config_findings(cfg, plan):
 
 def _kernel_findings(cfg, fw, plan):
     from .apply import RULE_KEYS, fw4_snippet_rules, routing_snapshot
+    from .render import nft as nft_render
     out = []
     if fw == "fw4":
         data = system.run_json(["nft", "-j", "list", "table", "inet", "wormhole"])
@@ -62,14 +63,14 @@ def _kernel_findings(cfg, fw, plan):
             out.append(_f("rules", "error", "table inet wormhole is not loaded; run `wormhole apply`"))
         else:
             out.append(_f("rules", "ok", "table inet wormhole is loaded"))
-        for chain in ("input", "forward"):
+        for chain in nft_render.SNIPPET_CHAINS:
             live = fw4_snippet_rules(chain)
             if live is None:
                 out.append(_f("fw4", "warn", "fw4's table is not loaded: nothing accepts opened ports or forwards "
                                              "until the firewall starts (`/etc/init.d/firewall start`)"))
                 break
             if not live:
-                out.append(_f("fw4", "error", "fw4 chain %s lacks wormhole's accept rule; run `wormhole apply` "
+                out.append(_f("fw4", "error", "fw4 chain %s lacks wormhole's rule; run `wormhole apply` "
                                              "or `fw4 reload`" % chain))
     else:
         rc, text, _ = system.run(["iptables-save", "-t", "mangle"], check=False)

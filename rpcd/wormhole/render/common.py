@@ -83,7 +83,7 @@ NFPROTO = {4: "ipv4", 6: "ipv6"}
 
 
 class Uplink:
-    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "addresses", "mark")
+    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "addresses", "mark", "mtu")
 
     def __init__(self, name, index, fact, marks):
         self.name = name
@@ -94,6 +94,7 @@ class Uplink:
         self.p2p = bool(fact.get("p2p"))
         self.addresses = list(fact.get("addresses") or [])
         self.mark = marks.of(index)
+        self.mtu = fact.get("mtu") if isinstance(fact.get("mtu"), int) else None
 
 
 class Element:
@@ -197,13 +198,31 @@ def assign_uplink_indices(names, previous):
     return out
 
 
-def mss_for(m, entry):
-    """The explicit MSS a redirect's SYN and SYN-ACK are clamped to, or None for `rt mtu` alone.
+# The MSS of a client's SYN is what the server may send back to it, so it must fit the
+# path of the replies: the uplink the connection arrived by. `rt mtu` (nft_rt's
+# get_tcpmss, like xt_TCPMSS --clamp-mss-to-pmtu) takes the smaller of the route toward the
+# packet's destination and the route back toward its source, but looks the latter up
+# *without the packet's mark*: under a VPN default route it finds the tunnel, and every
+# inbound connection got the tunnel's MSS (1380 for 1420) although its replies leave by
+# the uplink (5 % more packets, 13 % less LAN throughput in bench/conn_rate.py). So a SYN
+# that arrived on an uplink is clamped to that uplink's MTU instead, and fw4's own ingress
+# `mtu_fix` rule is skipped for it (chain-pre/mangle_forward). The SYN-ACK keeps `rt mtu`:
+# its route is the uplink's (the mark is restored) and the route back toward its source
+# (the LAN host, the backend's tunnel) is one main knows.
+MSS_HEADERS = {4: 40, 6: 60}     # IP and TCP headers: MTU - headers = MSS
 
-    `rt mtu` already takes the smaller of the route toward the packet's destination and the
-    route back toward its source (nft_rt's get_tcpmss, like xt_TCPMSS), so a tunnel that is
-    narrower on one side only is covered (proven in tests/test_lab_redirects.py). An explicit
-    `mss` is for what no route here can see: a tunnel nested further down the path.
+
+def uplink_mss(u, family):
+    """The MSS a SYN arriving on uplink `u` is clamped to, or None when its MTU is unknown."""
+    return u.mtu - MSS_HEADERS[family] if u.mtu else None
+
+
+def mss_for(m, entry):
+    """The explicit MSS a redirect's SYN and SYN-ACK are clamped to, or None for the route MTU.
+
+    A tunnel narrower on one side only is covered by the routes (proven in
+    tests/test_lab_redirects.py). An explicit `mss` is for what no route here can see: a
+    tunnel nested further down the path.
     """
     r = entry.rec
     if r["proto"] == "udp":
