@@ -72,3 +72,17 @@ def test_wanted_only_for_active_tcp_exemptions(tmp_path, monkeypatch, main, entr
     monkeypatch.setenv("WORMHOLE_ROOT", str(tmp_path))
     monkeypatch.setenv("WORMHOLE_UCI_BACKEND", "file")
     assert sysctls.fwmark_accept_wanted(config.load()) is wanted
+
+
+def test_a_failed_give_back_stays_on_record(knob, monkeypatch):
+    knob("0")
+    saved, _ = sysctls.sync_fwmark_accept(True, None, knob.path)
+
+    def refuse(path, value):
+        raise PermissionError(13, "Permission denied")
+    monkeypatch.setattr(sysctls, "_write", refuse)
+    assert sysctls.sync_fwmark_accept(False, saved, knob.path) == ("0", [
+        "could not restore net.ipv4.tcp_fwmark_accept=0: Permission denied"])
+    monkeypatch.undo()
+    assert sysctls.sync_fwmark_accept(False, "0", knob.path) == (None, [])
+    assert knob() == "0"

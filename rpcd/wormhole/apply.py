@@ -409,7 +409,10 @@ def _give_back_sysctls():
     record = state.applied()
     if sysctls.STATE_KEY not in record:
         return []
-    errors = sysctls.give_back(record.pop(sysctls.STATE_KEY))
+    errors = sysctls.give_back(record[sysctls.STATE_KEY])
+    if errors:
+        return errors                   # still on record: the next apply or cleanup tries again
+    del record[sysctls.STATE_KEY]
     try:
         state.save_applied(record)      # given back: a later apply must not restore it again
     except OSError as e:

@@ -65,10 +65,14 @@ def _kernel_findings(cfg, fw, plan):
             out.append(_f("rules", "ok", "table inet wormhole is loaded"))
         for chain in nft_render.SNIPPET_CHAINS:
             live = fw4_snippet_rules(chain)
-            if live is None:
+            if live is None and chain == nft_render.SNIPPET_CHAINS[0]:
                 out.append(_f("fw4", "warn", "fw4's table is not loaded: nothing accepts opened ports or forwards "
                                              "until the firewall starts (`/etc/init.d/firewall start`)"))
                 break
+            if live is None:
+                out.append(_f("fw4", "warn", "fw4 has no chain %s, so wormhole's rule for it is not in place "
+                                             "(an older or modified fw4?)" % chain))
+                continue
             if not live:
                 out.append(_f("fw4", "error", "fw4 chain %s lacks wormhole's rule; run `wormhole apply` "
                                              "or `fw4 reload`" % chain))

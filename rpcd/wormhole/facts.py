@@ -41,6 +41,7 @@ def gather(cfg, with_counters=True):
         "uplinks": ups,
         "uplink_index": assign_uplink_indices(names, previous),
         "counters": {},
+        "dest_mtus": dest_mtus(cfg),
     }
     if with_counters:
         facts["counters"] = nft_counters() if fw == "fw4" else {}
@@ -115,6 +116,7 @@ def uplinks(cfg):
         fact["up"] = bool(link) and fact.get("up", True) and "UP" in link.get("flags", [])
         fact["p2p"] = bool(link) and "POINTOPOINT" in link.get("flags", [])
         fact["mtu"] = link.get("mtu") if link else None
+        fact["mtu6"] = _ipv6_mtu(fact["device"])
         if fact["p2p"]:
             # A tunnel's own addresses: routing.plan gives replies sourced from them a
             # fallback route where main has none for their family (see routing.py).
@@ -125,6 +127,14 @@ def uplinks(cfg):
             fact["gateway6"] = _kernel_gateway(fact["device"], "-6")
         out[name] = fact
     return out
+
+
+def _ipv6_mtu(dev):
+    """The device's IPv6 MTU, which a router advertisement may set below the link MTU."""
+    try:
+        return int(system.read_sys("/proc/sys/net/ipv6/conf/%s/mtu" % dev, ""))
+    except ValueError:
+        return None
 
 
 def _ip(argv, ask):
@@ -160,7 +170,7 @@ def _kernel_gateway(dev, fam):
 
 
 def dest_mtus(cfg):
-    """Route MTU toward each redirect destination (for the SYN-ACK clamp)."""
+    """Route MTU toward each redirect destination (the SYN's clamp, and check's mss advice)."""
     out = {}
     for e in cfg.active("redirect"):
         dest = str(e.rec["dest_ip"])

@@ -9,7 +9,8 @@ affected, so unmarked traffic is unchanged; mwan3 and pbr mark for the same purp
 
 Set only while the config has an active TCP exemption and `fwmark_accept` is on; the
 value found before is recorded in the applied state and written back when no longer
-needed, on disable and on cleanup. A value the user set (already 1) is never touched.
+needed, on disable and on cleanup (kept on record until that write succeeds). A 1 that was
+there before wormhole set it is left alone.
 """
 
 from . import system
@@ -40,7 +41,8 @@ def sync_fwmark_accept(wanted, saved, path=FWMARK_ACCEPT):
             return saved, ["could not set net.ipv4.tcp_fwmark_accept=1 (%s); router services "
                            "behind exemptions stay 10-20 %% slower" % (e.strerror or e)]
         return (saved if saved is not None else current), []
-    return None, give_back(saved, path)
+    problems = give_back(saved, path)
+    return (saved if problems else None), problems     # not written back: try again next time
 
 
 def give_back(saved, path=FWMARK_ACCEPT):

@@ -83,7 +83,7 @@ NFPROTO = {4: "ipv4", 6: "ipv6"}
 
 
 class Uplink:
-    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "addresses", "mark", "mtu")
+    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "addresses", "mark", "mtu", "mtu6")
 
     def __init__(self, name, index, fact, marks):
         self.name = name
@@ -95,6 +95,7 @@ class Uplink:
         self.addresses = list(fact.get("addresses") or [])
         self.mark = marks.of(index)
         self.mtu = fact.get("mtu") if isinstance(fact.get("mtu"), int) else None
+        self.mtu6 = fact.get("mtu6") if isinstance(fact.get("mtu6"), int) else None
 
 
 class Element:
@@ -126,6 +127,7 @@ class Model:
         self.skipped = {}           # entry id -> reason
         self.warnings = []
         self.counters = facts.get("counters", {})
+        self.dest_mtus = facts.get("dest_mtus", {})   # redirect dest_ip -> route MTU toward it
 
 
 def build_model(cfg, facts):
@@ -213,18 +215,31 @@ MSS_HEADERS = {4: 40, 6: 60}     # IP and TCP headers: MTU - headers = MSS
 
 
 def uplink_mss(u, family):
-    """The MSS a SYN arriving on uplink `u` is clamped to, or None when its MTU is unknown."""
-    return u.mtu - MSS_HEADERS[family] if u.mtu else None
+    """The MSS a SYN arriving on uplink `u` is clamped to, or None when its MTU is unknown.
+    IPv6 takes the smaller of the link MTU and the device's IPv6 MTU (a router advertisement
+    may lower the latter, on DS-Lite or PPPoE lines)."""
+    mtu = min(v for v in (u.mtu, u.mtu6) if v) if family == 6 and u.mtu6 and u.mtu else u.mtu
+    return mtu - MSS_HEADERS[family] if mtu else None
 
 
 def mss_for(m, entry):
-    """The explicit MSS a redirect's SYN and SYN-ACK are clamped to, or None for the route MTU.
+    """A fixed MSS for a redirect's SYN and SYN-ACK by destination, or None.
 
-    A tunnel narrower on one side only is covered by the routes (proven in
-    tests/test_lab_redirects.py). An explicit `mss` is for what no route here can see: a
-    tunnel nested further down the path.
+    Its SYN must also fit the hop toward the destination when that is narrower than the
+    uplink (a host behind a tunnel peer would otherwise send segments that only PMTUD can
+    save): the route MTU toward dest_ip, read at apply time. `rt mtu` on the SYN-ACK
+    already covers a tunnel narrower on one side only (proven in tests/test_lab_redirects.py).
+    An explicit `mss` is for what no route here can see: a tunnel nested further down.
     """
     r = entry.rec
     if r["proto"] == "udp":
         return None
-    return r["mss"]
+    fam = r["dest_ip"].version
+    route = m.dest_mtus.get(str(r["dest_ip"]))
+    toward = route - MSS_HEADERS[fam] if isinstance(route, int) else None
+    uplink = next((u for u in m.uplinks if u.name == r["src"]), None)
+    inbound = uplink_mss(uplink, fam) if uplink and r["reply"] else None
+    if toward is not None and inbound is not None and toward >= inbound:
+        toward = None               # the uplink's clamp is the smaller one already
+    values = [v for v in (r["mss"], toward) if v]
+    return min(values) if values else None
