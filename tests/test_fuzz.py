@@ -182,14 +182,25 @@ def nft_holes(text):
     return out
 
 
+IPT_ACCEPTS = {
+    # filter: the only accepts that let traffic in, gated by our flag bits
+    "filter": ("-A WORMHOLE_INPUT -m connmark ! --mark 0x0/", "-A WORMHOLE_FORWARD -m connmark --mark "),
+    # mangle: ends mangle FORWARD for inbound SYNs of uplink-marked connections (past fw3's
+    # mtu_fix); it lets nothing through the filter table
+    "mangle": ("-A WORMHOLE_FWD -p tcp -m tcp --tcp-flags SYN,RST SYN -m conntrack --ctdir ORIGINAL "
+               "-m connmark ! --mark 0x0/",),
+}
+
+
 def ipt_holes(text):
     out = []
+    table = None
     for line in text.splitlines():
+        if line.startswith("*"):
+            table = line[1:].strip()
         bare = re.sub(r'--comment "[^"]*"', "", line)
-        if "-j ACCEPT" in bare and not (
-                bare.startswith("-A WORMHOLE_INPUT -m connmark ! --mark 0x0/")
-                or bare.startswith("-A WORMHOLE_FORWARD -m connmark --mark ")):
-            out.append("accept outside the flag rules: %r" % line)
+        if "-j ACCEPT" in bare and not bare.startswith(IPT_ACCEPTS.get(table, ())):
+            out.append("accept outside the flag rules (%s): %r" % (table, line))
         if re.search(r"-j (DROP|REJECT)", bare):
             out.append("drop/reject: %r" % line)
         if "CONNMARK --set-xmark" in bare and not (
