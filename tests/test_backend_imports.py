@@ -208,6 +208,10 @@ def test_changing_calls_stay_within_python3_light(netns, reports, croot):
 def test_cli_stays_within_python3_light(reports, croot, no_tools, args):
     rep, _out = run_guarded(reports, croot, support.CLI, args, extra_env=None if args[0] != "inbound" else no_tools)
     assert "wormhole.cli" in rep["new"]
+    # argparse's help formatter would import shutil (with bz2 and lzma) on every run
+    assert "shutil" not in rep["new"], sorted(rep["new"])
+    if "--json" not in args:
+        assert "json" not in rep["new"], sorted(rep["new"])
 
 
 # --- started without `site` ----------------------------------------------------------------
