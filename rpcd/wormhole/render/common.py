@@ -19,9 +19,12 @@ _COMMENT_MAX_BYTES = 128
 
 def quote(text):
     """The one way free text (labels, ids) reaches rule text: a double-quoted, inert comment."""
+    text = str(text)
+    if text.isprintable() and '"' not in text and "\\" not in text and len(text.encode("utf-8")) <= _COMMENT_MAX_BYTES:
+        return '"' + text + '"'     # nothing to replace or cut (the common case, 2 per entry)
     out = []
     size = 0
-    for ch in str(text):
+    for ch in text:
         if ch == '"':
             ch = "'"
         elif ch == "\\":
