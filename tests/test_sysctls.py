@@ -86,3 +86,18 @@ def test_a_failed_give_back_stays_on_record(knob, monkeypatch):
     monkeypatch.undo()
     assert sysctls.sync_fwmark_accept(False, "0", knob.path) == (None, [])
     assert knob() == "0"
+
+
+def test_a_bad_option_is_named_and_the_default_used(tmp_path, monkeypatch):
+    """fwmark_accept 'maybe': reported as main.fwmark_accept, the file untouched, 1 used."""
+    from wormhole import api
+    (tmp_path / "etc/config").mkdir(parents=True)
+    text = "config wormhole 'main'\n\toption fwmark_accept 'maybe'\n\nconfig exemption\n\toption port '443'\n"
+    (tmp_path / "etc/config/wormhole").write_text(text)
+    monkeypatch.setenv("WORMHOLE_ROOT", str(tmp_path))
+    monkeypatch.setenv("WORMHOLE_UCI_BACKEND", "file")
+    cfg = config.load()
+    assert cfg.main_problems == [("fwmark_accept", "'maybe' is not a boolean (use 1 or 0); using the default 1")]
+    assert sysctls.fwmark_accept_wanted(cfg) is True
+    assert "main.fwmark_accept: 'maybe' is not a boolean (use 1 or 0); using the default 1" in api._config_warnings(cfg)
+    assert (tmp_path / "etc/config/wormhole").read_text() == text
