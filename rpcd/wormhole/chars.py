@@ -1,8 +1,8 @@
 """Allow-list checks of identifiers, without the `re` module.
 
 `re` (and `enum` under it) is a quarter of the start-up of a LuCI poll of the plugin; the
-identifiers wormhole accepts are plain character classes, so a set lookup per character
-says the same, and is as strict: nothing outside the class, not even a final newline
+identifiers wormhole accepts are plain character classes, so a class test of every
+character says the same, and is as strict: nothing outside the class, not even a final newline
 (a regex with `$` let "wan0\n" through as a device name, and it broke the quoted rule
 text it was put in: issue 9).
 """

@@ -221,7 +221,7 @@ def uplink_mss(u, family):
     """The MSS a SYN arriving on uplink `u` is clamped to, or None when its MTU is unknown.
     IPv6 takes the smaller of the link MTU and the device's IPv6 MTU (a router advertisement
     may lower the latter, on DS-Lite or PPPoE lines)."""
-    mtu = min(v for v in (u.mtu, u.mtu6) if v) if family == 6 and u.mtu6 and u.mtu else u.mtu
+    mtu = min(u.mtu, u.mtu6) if family == 6 and u.mtu and u.mtu6 else u.mtu
     return mtu - MSS_HEADERS[family] if mtu else None
 
 

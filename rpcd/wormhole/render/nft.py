@@ -229,10 +229,11 @@ def _mss_map(o, fam, clamps):
     o(1)
 
 
-def _restore_vmap(m):
+def _uplink_vmap(m, chain):
+    """Jump to `<chain>_<uplink>` by the uplink number in the conntrack mark."""
     return "ct mark & %s vmap { %s }" % (
         hexmark(m.marks.uplink),
-        ", ".join("%s : jump restore_%s" % (hexmark(u.mark), u.name) for u in m.uplinks))
+        ", ".join("%s : jump %s_%s" % (hexmark(u.mark), chain, u.name) for u in m.uplinks))
 
 
 def _rule(text, comment):
@@ -252,7 +253,7 @@ def _chain(o, name, rules, hook=None):
 
 def _base_chains(o, m, clamps):
     ms = m.marks
-    restore = _restore_vmap(m)
+    restore = _uplink_vmap(m, "restore")
     _chain(o, "mangle_prerouting", [
         _rule("ct state new iifname %s %s vmap @in_%s" % (ifname(u.device), KEY_EXPR, u.name),
               "mark new inbound connections on %s" % u.name) for u in m.uplinks
@@ -261,8 +262,7 @@ def _base_chains(o, m, clamps):
     _chain(o, "mangle_output", [_rule(restore, "route local replies out of the uplink they came in by")],
            ("route", "output", PRI_MANGLE))
     _chain(o, "mangle_forward", [
-        _rule("%s ct direction original ct mark & %s vmap { %s }" % (
-            SYN, hexmark(ms.uplink), ", ".join("%s : jump mss_in_%s" % (hexmark(u.mark), u.name) for u in m.uplinks)),
+        _rule("%s ct direction original %s" % (SYN, _uplink_vmap(m, "mss_in")),
             "the MSS of an inbound SYN must fit the uplink its replies leave by"),
     ] + ([_rule("ct mark & %s == %s %s jump mss_clamp" % (hexmark(ms.published), hexmark(ms.published), SYN),
                 "clamp the MSS of forwarded connections")] if any(m.redirects.values()) else []),
