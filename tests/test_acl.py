@@ -131,7 +131,7 @@ def test_read_grant_methods_write_nothing_and_write_grant_methods_do(root, monke
             raise RuntimeError("write path %s reached" % name)
         return record
 
-    monkeypatch.setattr(api, "_apply_locked", trap("apply"))
+    monkeypatch.setattr(api.write, "_apply_locked", trap("apply"))
     monkeypatch.setattr(config, "edit", trap("config.edit"))
     monkeypatch.setattr(fsutil, "atomic_write", trap("atomic_write"))
     monkeypatch.setattr(fsutil, "remove_file", trap("remove_file"))

@@ -1,7 +1,7 @@
 """Facts that do not need a kernel: netifd dumps and stable uplink numbers."""
 
 from wormhole import facts
-from wormhole.render.common import assign_uplink_indices
+from wormhole.layout import assign_uplink_indices
 
 # Shaped like `ubus call network.interface dump` on OpenWrt 24.10: IPv4 on `wan`,
 # DHCPv6 on its sibling `wan6` (same device), a WireGuard interface, and the LAN.

@@ -6,7 +6,7 @@ scratch network namespace), or it is rejected with a clear error and the config 
 byte-identical. Never an exception out of `api.call`, never a traceback on stdout,
 never a hang.
 
-In-process: `api.call` with `api._apply_locked` replaced by a checker that renders the
+In-process: `api.call` with `api.write._apply_locked` replaced by a checker that renders the
 config on disk for fw4 *and* fw3 (with pinned facts) and hands the text to the tools in
 the namespace: nothing is ever applied to this host. WORMHOLE_PATH points at an empty
 directory, so even a slip could not reach this host's firewall. A smaller number of
@@ -31,7 +31,8 @@ from hypothesis import strategies as st
 from tests import reliability, support
 from wormhole import api, config, methods, paths, render, schema
 from wormhole.uci import syntax as uci_syntax
-from wormhole.render.common import assign_uplink_indices, entry_tag, quote
+from wormhole.layout import assign_uplink_indices
+from wormhole.render.common import entry_tag, quote
 
 # --- hypothesis profiles ---------------------------------------------------------------------
 
@@ -86,7 +87,7 @@ UPLINK_FACTS = {
 # --- the environment: one scratch namespace, one scratch root ---------------------------------
 
 class Checker:
-    """Stands in for api._apply_locked: render both backends, let the real tools judge."""
+    """Stands in for api.write._apply_locked: render both backends, let the real tools judge."""
 
     def __init__(self, ns, tmp):
         self.ns = ns
@@ -242,7 +243,7 @@ def env(tmp_path_factory):
         mp.setenv("WORMHOLE_PATH", str(empty))       # read methods find no tool; applies are mocked
         mp.setenv("WORMHOLE_LOCK_TIMEOUT", "5")
         checker = Checker(ns, str(tmp))
-        mp.setattr(api, "_apply_locked", checker)
+        mp.setattr(api.write, "_apply_locked", checker)
         yield Env(ns, root, str(tmp), checker)
     finally:
         mp.undo()

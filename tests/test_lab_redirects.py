@@ -467,7 +467,7 @@ def test_forward_cli_list_and_del(backend):
 def test_conntrack_lines_are_read_as_the_kernel_writes_them():
     """/proc/net/nf_conntrack: reply source and port, mark (decimal), [UNREPLIED]; IPv6 expanded."""
     import ipaddress
-    from wormhole import diagnostics
+    from wormhole import facts
     lines = [
         "ipv4     2 tcp      6 118 SYN_SENT src=198.51.100.10 dst=203.0.113.10 sport=34736 dport=8080 [UNREPLIED] "
         "src=10.99.0.2 dst=198.51.100.10 sport=8080 dport=34736 mark=285212672 zone=0 use=2",
@@ -479,7 +479,7 @@ def test_conntrack_lines_are_read_as_the_kernel_writes_them():
         "ipv4     2 icmp     1 29 src=10.99.0.2 dst=10.99.0.1 type=8 code=0 id=1 src=10.99.0.1 dst=10.99.0.2 type=0 "
         "code=0 id=1 mark=0 use=1",
     ]
-    parsed = [diagnostics._conntrack_line(line.split()) for line in lines]
+    parsed = [facts._conntrack_line(line.split()) for line in lines]
     assert parsed == [
         ("tcp", ipaddress.ip_address("10.99.0.2"), 8080, 0x11000000, False),
         ("tcp", ipaddress.ip_address("fd00:99::2"), 8080, 0x11000000, True),

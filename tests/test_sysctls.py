@@ -99,5 +99,5 @@ def test_a_bad_option_is_named_and_the_default_used(tmp_path, monkeypatch):
     cfg = config.load()
     assert cfg.main_problems == [("fwmark_accept", "'maybe' is not a boolean (use 1 or 0); using the default 1")]
     assert sysctls.fwmark_accept_wanted(cfg) is True
-    assert "main.fwmark_accept: 'maybe' is not a boolean (use 1 or 0); using the default 1" in api._config_warnings(cfg)
+    assert "main.fwmark_accept: 'maybe' is not a boolean (use 1 or 0); using the default 1" in api.views.config_warnings(cfg)
     assert (tmp_path / "etc/config/wormhole").read_text() == text

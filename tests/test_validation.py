@@ -11,7 +11,7 @@ from wormhole import api, config, schema
 def applied(monkeypatch):
     """In-process tests never touch the kernel: apply is recorded instead."""
     calls = []
-    monkeypatch.setattr(api, "_apply_locked", lambda sid=None, cfg=None: calls.append(sid) or [])
+    monkeypatch.setattr(api.write, "_apply_locked", lambda sid=None, cfg=None: calls.append(sid) or [])
     return calls
 
 
@@ -157,7 +157,7 @@ def test_delete_by_id_and_by_port(cfgroot):
 
 
 def test_unreadable_config_is_never_overwritten(root, monkeypatch):
-    monkeypatch.setattr(api, "_apply_locked", lambda sid=None, cfg=None: [])
+    monkeypatch.setattr(api.write, "_apply_locked", lambda sid=None, cfg=None: [])
     path = support.write_config(root, "config exemption 'x'\n\toption port '1\n")
     before = open(path, "rb").read()
     reply = api.call("add", {"port": "80"})

@@ -14,11 +14,10 @@ them established connections, are never touched.
 import os
 import time
 
-from . import fsutil, nfnl, paths, rtnl, state, sysctls, system
+from . import facts, fsutil, paths, state, sysctls, system
+from .layout import RULE_KEYS, Marks
 from .render import iptables as ipt_render
 from .render import nft as nft_render
-from .render.common import Marks
-from .render.routing import fallback_priority
 
 NFT_TIMEOUT = 15
 
@@ -27,15 +26,59 @@ class ApplyError(Exception):
     pass
 
 
+def install(cfg, fw, make_plan):
+    """Make the kernel match `cfg` (its plan from `make_plan()`: (facts, plan)), set the
+    sysctl it needs, and record the outcome; returns warnings. Raises ApplyError, with the
+    failure recorded as the last apply's outcome and the previous rules in place.
+
+    The caller holds the lock. Disabled means removed: no rule, route or file is left.
+    """
+    previous = state.applied()
+    try:
+        if not cfg.main["enabled"]:
+            errors = remove_everything(cfg.main)
+            if errors:
+                raise ApplyError("; ".join(errors))
+            warnings, record = [], {"backend": fw, "uplink_index": {}, "rules": [], "tables": []}
+        else:
+            if previous.get("backend") and previous.get("backend") != fw:
+                remove_everything(cfg.main)
+            f, plan = make_plan()
+            warnings = plan["warnings"] + apply(plan, fw, cfg.main)
+            record = {"backend": fw, "uplink_index": f["uplink_index"],
+                      "rules": plan["routing"]["rules"],
+                      "tables": sorted({r["table"] for r in plan["routing"]["rules"] if isinstance(r["table"], int)}),
+                      "mark_mask": cfg.main["mark_mask"], "priority": cfg.main["priority"]}
+            saved, tuned = sysctls.sync_fwmark_accept(sysctls.fwmark_accept_wanted(cfg),
+                                                      previous.get(sysctls.STATE_KEY))
+            warnings += tuned
+            if saved is not None:
+                record[sysctls.STATE_KEY] = saved
+    except (ApplyError, system.ToolError, OSError) as e:
+        try:
+            state.save_last_apply({"ok": False, "time": now(), "error": str(e), "backend": fw})
+        except OSError:
+            pass    # the disk that failed the apply may refuse this record too; the reply still tells
+        raise ApplyError(str(e)) from None
+    try:
+        state.save_applied(record)
+        state.save_last_apply({"ok": True, "time": now(), "error": None, "backend": fw})
+    except OSError as e:
+        # The kernel took the rules: do not call that a failure. Without the record the next
+        # apply may renumber uplinks and `status` shows the previous outcome.
+        warnings.append("applied, but the record of it could not be saved: %s" % e)
+    return warnings
+
+
 def apply(plan, backend, main):
     """Make the kernel and the include files match `plan`. Raises ApplyError."""
     files = plan["files"]
     previous_files = {p: fsutil.read_text(paths.under_root(p)) for p in _all_files(files)}
-    previous_routing = routing_snapshot(main)
+    previous_routing = facts.routing_snapshot(main)
     marks = Marks(main["mark_mask"])
     try:
         if backend == "fw4":
-            _load_nft(plan.get("live", {}).get(paths.NFT_RULESET) or files[paths.NFT_RULESET])
+            _nft_file(plan.get("live", {}).get(paths.NFT_RULESET) or files[paths.NFT_RULESET])
             _sync_fw4_snippets(marks, enabled=main["enabled"])
         else:
             _load_fw3(files, enabled=main["enabled"] and bool(plan["routing"]["rules"]))
@@ -79,34 +122,6 @@ def _nft_file(text):
         fsutil.remove_file(tmp)
 
 
-def _load_nft(text):
-    _nft_file(text)
-
-
-def fw4_snippet_rules(chain):
-    """{handle: comment} of our rules inside fw4's `chain`; None when fw4 is not loaded.
-
-    Asked of the kernel in-process (nfnl); `nft` lists the chain only if that fails.
-    """
-    if system.installed("nft"):
-        try:
-            found = nfnl.rule_comments("fw4", chain)
-        except nfnl.Error:
-            pass
-        else:
-            return None if found is None else {
-                h: c for h, c in found.items() if c is not None and c.startswith("!wormhole:")}
-    data = system.run_json(["nft", "-j", "-a", "list", "chain", "inet", "fw4", chain])
-    if data is None:
-        return None
-    out = {}
-    for obj in data.get("nftables", []):
-        rule = obj.get("rule")
-        if rule and str(rule.get("comment", "")).startswith("!wormhole:"):
-            out[rule["handle"]] = rule["comment"]
-    return out
-
-
 def _sync_fw4_snippets(marks, enabled):
     """Insert (or remove, when disabled) our accepts in fw4's live chains without a reload.
 
@@ -116,7 +131,7 @@ def _sync_fw4_snippets(marks, enabled):
     """
     cmds = []
     for chain, text in nft_render.chain_pre_snippets(marks).items():
-        live = fw4_snippet_rules(chain)
+        live = facts.fw4_snippet_rules(chain)
         if live is None:
             continue
         wanted = nft_render.snippet_comment(text)
@@ -134,24 +149,9 @@ def _restore_tool(family):
     return "iptables-restore" if family == "ipv4" else "ip6tables-restore"
 
 
-def _save_tool(family):
-    return "iptables-save" if family == "ipv4" else "ip6tables-save"
-
-
-def _live_jumps(family):
-    """Jump lines of ours already present in built-in chains (so we never add them twice)."""
-    rc, out, _ = system.run([_save_tool(family)], check=False)
-    found = set()
-    for line in out.splitlines():
-        if "!fw3: wormhole" in line and line.startswith("-A "):
-            parts = line.split()
-            found.add((parts[1], parts[-1]))
-    return found
-
-
 def _load_fw3(files, enabled):
     for family in ("ipv4", "ipv6"):
-        live = _live_jumps(family)
+        live = facts.fw3_jumps(family)
         if enabled:
             payload = _fw3_payload(files[paths.FW3_RULES.format(family=family)], live)
         else:
@@ -188,7 +188,7 @@ def _fw3_removal(live):
 def _fw3_delete_chains():
     """Remove our (unreferenced) chains entirely; used on disable and uninstall."""
     for family in ("ipv4", "ipv6"):
-        rc, out, _ = system.run([_save_tool(family)], check=False)
+        out = facts.iptables_save(family)
         for table in ipt_render.CHAINS:
             for own in ipt_render.own_chains(table):
                 if (":%s " % own) in out:
@@ -199,83 +199,12 @@ def _fw3_delete_chains():
 
 # --- routing ----------------------------------------------------------------------------
 
-def _fams():
-    fams = ["ipv4"]
-    if os.path.exists("/proc/sys/net/ipv6"):
-        fams.append("ipv6")
-    return fams
-
-
 def _flag(fam):
     return "-4" if fam == "ipv4" else "-6"
 
 
-def _is_ours(rule, main, marks):
-    pr = rule.get("priority")
-    if pr not in (main["priority"] - 1, main["priority"], fallback_priority(main["priority"])):
-        return False
-    try:
-        mask = int(rule.get("fwmask", "0"), 16)
-    except ValueError:
-        return False
-    return mask == marks.uplink
-
-
-def routing_snapshot(main):
-    """Our ip rules and routing tables as they are now (for rollback and reconcile)."""
-    marks = Marks(main["mark_mask"])
-    snap = {"rules": [], "routes": []}
-    recorded = state.applied()
-    tables = set(range(main["table_base"] + 1, main["table_base"] + 16))
-    tables.update(t for t in recorded.get("tables", []) if isinstance(t, int))
-    for fam in _fams():
-        # in-process over rtnetlink, `ip -j` only if that fails (facts._ip): 4 tools fewer per apply
-        rules = system.kernel_json(["ip", "-j", _flag(fam), "rule", "show"], lambda: rtnl.rules(fam), rtnl.Error)
-        for rule in rules or []:
-            if _is_ours(rule, main, marks) or _recorded_rule(rule, fam, recorded):
-                snap["rules"].append(_rule_from_kernel(rule, fam))
-        routes = system.kernel_json(["ip", "-j", _flag(fam), "route", "show", "table", "all"],
-                                    lambda: rtnl.routes(fam), rtnl.Error)
-        for route in routes or []:
-            table = _table_value(route.get("table", "main"))
-            if table in tables and route.get("type", "unicast") == "unicast":
-                snap["routes"].append(_route_from_kernel(route, fam, table))
-    return snap
-
-
-def _recorded_rule(rule, fam, recorded):
-    return _rule_from_kernel(rule, fam) in [_strip(r) for r in recorded.get("rules", [])]
-
-
 def _strip(rule):
     return {k: rule[k] for k in RULE_KEYS if k in rule}
-
-
-# What identifies an ip rule of ours ("src": the after-main rules of point-to-point uplinks).
-RULE_KEYS = ("family", "priority", "src", "fwmark", "table", "iif")
-
-
-def _rule_from_kernel(rule, fam):
-    mark = int(rule.get("fwmark", "0"), 16)
-    mask = int(rule.get("fwmask", "0xffffffff"), 16)
-    out = {"family": fam, "priority": rule["priority"], "fwmark": "0x%08x/0x%08x" % (mark, mask),
-           "table": _table_value(rule.get("table", "main"))}
-    if rule.get("iif"):
-        out["iif"] = rule["iif"]
-    if rule.get("src") and rule["src"] != "all":
-        out["src"] = rule["src"] + ("/%s" % rule["srclen"] if "srclen" in rule else "")
-    return out
-
-
-def _table_value(t):
-    return int(t) if str(t).isdigit() else t
-
-
-def _route_from_kernel(route, fam, table):
-    out = {"family": fam, "table": table, "dst": route.get("dst", "default"), "dev": route.get("dev")}
-    if route.get("gateway"):
-        out["via"] = route["gateway"]
-    return out
 
 
 def _rule_argv(rule, verb):
@@ -299,8 +228,8 @@ def _route_argv(route, verb):
 def reconcile_routing(plan, main, current=None):
     """Make our rules and tables equal to the plan. Route failures (uplink down) are warnings."""
     warnings = []
-    current = current or routing_snapshot(main)
-    fams = _fams()
+    current = current or facts.routing_snapshot(main)
+    fams = facts.families()
     wanted_rules = [_strip(r) for r in plan["rules"] if r["family"] in fams]
     wanted_routes = [_route_key(r) for r in plan["routes"] if r["family"] in fams]
     have_routes = [_route_key(r) for r in current["routes"]]
@@ -330,7 +259,7 @@ def _route_key(route):
 
 def _restore_routing(snapshot, main):
     try:
-        current = routing_snapshot(main)
+        current = facts.routing_snapshot(main)
         for rule in current["rules"]:
             if rule not in snapshot["rules"]:
                 system.run(_rule_argv(rule, "del"), check=False)
@@ -370,7 +299,7 @@ def _rollback(backend, previous_files, previous_routing, main, marks):
             for family in ("ipv4", "ipv6"):
                 old = previous_files.get(paths.FW3_RULES.format(family=family))
                 if old:
-                    payload = _fw3_payload(old, _live_jumps(family))
+                    payload = _fw3_payload(old, facts.fw3_jumps(family))
                     system.run([_restore_tool(family), "--noflush"], input=payload, check=False)
     except (system.ToolError, OSError):
         pass
@@ -383,14 +312,14 @@ def remove_everything(main):
     marks = Marks(main["mark_mask"])
     errors = []
     try:
-        if system.run_json(["nft", "-j", "list", "tables"]) is not None:
+        if facts.nft_usable():
             _nft_file(nft_render.RESET)
             _sync_fw4_snippets(marks, enabled=False)
     except (system.ToolError, OSError) as e:
         errors.append(str(e))
     try:
         for family in ("ipv4", "ipv6"):
-            payload = _fw3_removal(_live_jumps(family))
+            payload = _fw3_removal(facts.fw3_jumps(family))
             if payload:
                 system.run([_restore_tool(family), "--noflush"], input=payload, check=False)
         _fw3_delete_chains()

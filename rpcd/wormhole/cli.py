@@ -308,10 +308,11 @@ def main(argv=None):
 
 
 def _cleanup():
-    from . import apply as applier
-    from . import config
-    with api.locked():
-        errors = applier.remove_everything(config.load().main)
-    for e in errors:
-        sys.stderr.write("wormhole: cleanup: %s\n" % e)
-    return EXIT_ERROR if errors else 0
+    reply = api.run_cleanup()
+    if "error" in reply:
+        err = reply["error"]
+        sys.stderr.write("wormhole: %s (%s)\n" % (printable(err["message"]), err["code"]))
+        return EXIT_ERROR
+    for e in reply["errors"]:
+        sys.stderr.write("wormhole: cleanup: %s\n" % printable(e))
+    return EXIT_ERROR if reply["errors"] else 0

@@ -7,14 +7,12 @@ config. Writers go through `edit()`, which hands out a locked UCI session.
 """
 
 import bisect
-import ipaddress
 import os
 
 from . import paths, schema
 from .uci import UciError, open_backend
 
-SECTION_TYPES = ("exemption", "redirect")
-ID_PREFIX = {"exemption": "ex_", "redirect": "rd_"}
+SECTION_TYPES = tuple(schema.ENTRY_TYPES)
 
 
 class Entry:
@@ -44,11 +42,24 @@ class Entry:
         """Takes part in rendering: valid and enabled."""
         return self.valid and self.enabled
 
+    @property
+    def kind(self):
+        return schema.ENTRY_TYPES[self.type]
+
+    @property
+    def uplink(self):
+        """The uplink name the entry is bound to (`interface` or `src`)."""
+        return self.rec[self.kind.uplink_field]
+
+    @property
+    def ports(self):
+        """The public port range it claims (`port` or `src_dport`)."""
+        return self.rec[self.kind.port_field]
+
     def describe(self):
-        r = self.rec
-        if self.type == "exemption":
-            return "exemption %s (%s/%s on %s)" % (self.id, r.get("proto"), _ports(r.get("port")), r.get("interface"))
-        return "redirect %s (%s/%s on %s)" % (self.id, r.get("proto"), _ports(r.get("src_dport")), r.get("src"))
+        r, k = self.rec, self.kind
+        return "%s %s (%s/%s on %s)" % (self.type, self.id, r.get("proto"), _ports(r.get(k.port_field)),
+                                        r.get(k.uplink_field))
 
 
 def _ports(pr):
@@ -83,14 +94,9 @@ class Config:
         """Uplinks the config speaks of: declared sections and those entries refer to."""
         names = list(self.uplinks)
         for e in self.active():
-            name = uplink_of(e)
-            if name not in names:
-                names.append(name)
+            if e.uplink not in names:
+                names.append(e.uplink)
         return names
-
-
-def uplink_of(entry):
-    return entry.rec["interface"] if entry.type == "exemption" else entry.rec["src"]
 
 
 def load(backend=None):
@@ -178,11 +184,8 @@ def _check_redirect(rec, errors, warnings):
 def entry_keys(entry):
     """(uplink, proto, family, (lo, hi)) tuples an entry claims on the public side."""
     r = entry.rec
-    protos = ("tcp", "udp") if r["proto"] == "tcpudp" else (r["proto"],)
-    if entry.type == "exemption":
-        fams = {"any": (4, 6), "ipv4": (4,), "ipv6": (6,)}[r["family"]]
-        return [(r["interface"], p, f, r["port"]) for p in protos for f in fams]
-    return [(r["src"], p, r["dest_ip"].version, r["src_dport"]) for p in protos]
+    fams = schema.FAMILY_VERSIONS[r["family"]] if entry.type == "exemption" else (r["dest_ip"].version,)
+    return [(entry.uplink, p, f, entry.ports) for p in schema.protocols(r["proto"]) for f in fams]
 
 
 def _overlap(a, b):
@@ -199,10 +202,6 @@ def find_conflict(entry, others):
         if any(_overlap(a, b) for a in mine for b in theirs):
             return other
     return None
-
-
-def conflict_message(entry, other):
-    return "overlaps %s" % other.describe()
 
 
 def mark_conflicts(entries):
@@ -223,8 +222,7 @@ def mark_conflicts(entries):
         keys = entry_keys(e)
         other = _first_overlap(e, keys, index)
         if other is not None:
-            field = "port" if e.type == "exemption" else "src_dport"
-            e.errors.append((field, conflict_message(e, other)))
+            e.errors.append((e.kind.port_field, "overlaps %s" % other.describe()))
             continue
         for key in keys:
             starts, ranges = index.setdefault(key[:3], ([], []))
@@ -241,8 +239,7 @@ def _mark_conflicts_pairwise(entries):
             continue
         other = find_conflict(e, seen)
         if other is not None:
-            field = "port" if e.type == "exemption" else "src_dport"
-            e.errors.append((field, conflict_message(e, other)))
+            e.errors.append((e.kind.port_field, "overlaps %s" % other.describe()))
             continue
         seen.append(e)
 
@@ -290,7 +287,7 @@ def canonical_options(stype, rec, given):
 def new_id(stype, taken):
     """A fresh named-section id: stable across reloads, unlike libuci's anonymous cfgXXXXXX."""
     while True:
-        sid = ID_PREFIX[stype] + os.urandom(3).hex()
+        sid = schema.ENTRY_TYPES[stype].id_prefix + os.urandom(3).hex()
         if sid not in taken:
             return sid
 
@@ -300,9 +297,3 @@ def edit(backend=None):
     backend = backend or open_backend()
     return backend.edit(paths.PACKAGE)
 
-
-def is_ip(value, version):
-    try:
-        return ipaddress.ip_address(value).version == version
-    except ValueError:
-        return False

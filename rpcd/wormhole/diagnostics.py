@@ -6,8 +6,8 @@ message says what is wrong and the exact fix, never just that something failed.
 
 import ipaddress
 
-from . import config, facts, paths, schema, sysctls, system
-from .uci import UciError, open_backend
+from . import facts, schema
+from .layout import RULE_KEYS, Marks
 
 # `status` uses redirect_problems() on every LuCI poll: render and apply (the writers'
 # modules) are imported only by the full `check`, in the functions that need them.
@@ -54,17 +54,15 @@ def _config_findings(cfg, plan):
 
 
 def _kernel_findings(cfg, fw, plan):
-    from .apply import RULE_KEYS, fw4_snippet_rules, routing_snapshot
     from .render import nft as nft_render
     out = []
     if fw == "fw4":
-        data = system.run_json(["nft", "-j", "list", "table", "inet", "wormhole"])
-        if data is None:
+        if not facts.nft_table_loaded():
             out.append(_f("rules", "error", "table inet wormhole is not loaded; run `wormhole apply`"))
         else:
             out.append(_f("rules", "ok", "table inet wormhole is loaded"))
         for chain in nft_render.SNIPPET_CHAINS:
-            live = fw4_snippet_rules(chain)
+            live = facts.fw4_snippet_rules(chain)
             if live is None and chain == nft_render.SNIPPET_CHAINS[0]:
                 out.append(_f("fw4", "warn", "fw4's table is not loaded: nothing accepts opened ports or forwards "
                                              "until the firewall starts (`/etc/init.d/firewall start`)"))
@@ -77,11 +75,11 @@ def _kernel_findings(cfg, fw, plan):
                 out.append(_f("fw4", "error", "fw4 chain %s lacks wormhole's rule; run `wormhole apply` "
                                              "or `fw4 reload`" % chain))
     else:
-        rc, text, _ = system.run(["iptables-save", "-t", "mangle"], check=False)
+        text = facts.iptables_save("ipv4", "mangle")
         level, msg = ("ok", "iptables chains are loaded") if "WORMHOLE_PRE" in text else \
             ("error", "iptables chain WORMHOLE_PRE is missing; run `wormhole apply` or `fw3 reload`")
         out.append(_f("rules", level, msg))
-    current = routing_snapshot(cfg.main)
+    current = facts.routing_snapshot(cfg.main)
     have = [{k: r[k] for k in RULE_KEYS if k in r} for r in current["rules"]]
     for rule in plan["routing"]["rules"]:
         want = {k: rule[k] for k in RULE_KEYS if k in rule}
@@ -102,7 +100,7 @@ def _kernel_findings(cfg, fw, plan):
 
 def _uplink_findings(cfg, ups):
     out = []
-    for name in sorted({config.uplink_of(e) for e in cfg.active()}):
+    for name in sorted({e.uplink for e in cfg.active()}):
         u = ups.get(name)
         if not u:
             continue
@@ -119,40 +117,14 @@ def _uplink_findings(cfg, ups):
 
 # --- services behind exemptions --------------------------------------------------------
 
-def _listening():
-    """{(proto, port)} of sockets listening on the router (TCP LISTEN, bound UDP)."""
-    found = set()
-    for proto, files in (("tcp", ("tcp", "tcp6")), ("udp", ("udp", "udp6"))):
-        for name in files:
-            text = system.read_sys("/proc/net/%s" % name, "") or ""
-            for line in text.splitlines()[1:]:
-                cols = line.split()
-                if len(cols) < 4:
-                    continue
-                if proto == "tcp" and cols[3] != "0A":
-                    continue
-                try:
-                    found.add((proto, int(cols[1].rsplit(":", 1)[1], 16)))
-                except (IndexError, ValueError):
-                    continue
-    return found
-
-
-def _firewall_sections():
-    try:
-        return open_backend().load(paths.FIREWALL_PACKAGE)
-    except UciError:
-        return []
-
-
 def _fw_ports(sections, stype, port_opt, want_target):
     out = []
     for s in sections:
-        if s.type != stype or s.options.get("enabled", "1") in ("0", "no", "off", "false"):
+        if s.type != stype or s.options.get("enabled", "1") in schema.FALSE_WORDS:
             continue
         if want_target and str(s.options.get("target", "")).upper() != want_target:
             continue
-        protos = str(s.options.get("proto", "tcp udp")).replace("tcpudp", "tcp udp").split()
+        protos = [p for word in str(s.options.get("proto", "tcp udp")).split() for p in schema.protocols(word)]
         for raw in str(s.options.get(port_opt, "")).replace(":", "-").split():
             try:
                 out.append((protos, schema.parse_port_range(raw), s))
@@ -167,14 +139,14 @@ def _covers(items, proto, ports):
 
 def _service_findings(cfg, fw):
     out = []
-    listening = _listening()
-    fw_sections = _firewall_sections()
+    listening = facts.listening()
+    fw_sections = facts.firewall_sections()
     forwards = _fw_ports(fw_sections, "redirect", "src_dport", None)
     accepts = _fw_ports(fw_sections, "rule", "dest_port", "ACCEPT")
     served_tcp = []
     for e in cfg.active("exemption"):
         r = e.rec
-        for proto in ("tcp", "udp") if r["proto"] == "tcpudp" else (r["proto"],):
+        for proto in schema.protocols(r["proto"]):
             lo, hi = r["port"]
             local = any((proto, p) in listening for p in range(lo, min(hi, lo + 1024) + 1))
             forwarded = _covers(forwards, proto, r["port"])
@@ -192,7 +164,7 @@ def _service_findings(cfg, fw):
             else:
                 out.append(_f("service", "ok", "%s (%s): %s" % (
                     label, e.id, "forwarded to a LAN host" if forwarded else "served by the router"), id=e.id))
-    if served_tcp and system.read_sys(sysctls.FWMARK_ACCEPT, "0") == "0":
+    if served_tcp and facts.fwmark_accept() == "0":
         fix = FWMARK_ACCEPT_APPLY if cfg.main.get("fwmark_accept") else FWMARK_ACCEPT_OPTION
         out.append(_f("throughput", "warn", FWMARK_ACCEPT_ADVICE % (", ".join(served_tcp[:4]), fix)))
     return out
@@ -267,10 +239,12 @@ def redirect_problems(cfg, ups):
 
 def _forwarding_problems(cfg):
     out = []
-    for fam, key, path in ((4, "net.ipv4.ip_forward", "/proc/sys/net/ipv4/ip_forward"),
-                           (6, "net.ipv6.conf.all.forwarding", "/proc/sys/net/ipv6/conf/all/forwarding")):
+    forwarding = None
+    for fam, key in ((4, "net.ipv4.ip_forward"), (6, "net.ipv6.conf.all.forwarding")):
         entries = [e for e in cfg.active("redirect") if e.rec["dest_ip"].version == fam]
-        if entries and system.read_sys(path, "1") == "0":
+        if entries and forwarding is None:
+            forwarding = facts.forwarding()
+        if entries and forwarding[fam] == "0":
             out.append((entries[0], "error", "forwarding",
                         "IPv%d forwarding is off, so no port forward to an IPv%d destination (%s) can pass; run "
                         "`sysctl -w %s=1` and make it permanent (/etc/sysctl.d)" % (
@@ -281,11 +255,11 @@ def _forwarding_problems(cfg):
 def _firewall_redirect_problems(cfg):
     """A firewall `config redirect` on a public port of ours: both DNAT, wormhole's runs first."""
     out = []
-    forwards = _fw_ports(_firewall_sections(), "redirect", "src_dport", None)
+    forwards = _fw_ports(facts.firewall_sections(), "redirect", "src_dport", None)
     for e in cfg.active("redirect"):
         r = e.rec
         for protos, pr, s in forwards:
-            if ((r["proto"] in protos or r["proto"] == "tcpudp" or "all" in protos)
+            if ((any(p in protos for p in schema.protocols(r["proto"])) or "all" in protos)
                     and pr[0] <= r["src_dport"][1] and r["src_dport"][0] <= pr[1]):
                 name = s.options.get("name") or s.name
                 out.append((e, "warn", "redirect", "%s: public port %s is also forwarded by the firewall's redirect "
@@ -296,7 +270,6 @@ def _firewall_redirect_problems(cfg):
 
 
 def _redirect_findings(cfg, ups):
-    from .render.common import Marks
     out = [_f(check, level, msg, id=e.id) for e, level, check, msg in redirect_problems(cfg, ups)]
     broken = {x["id"] for x in out if x["level"] == "error" and x["check"] != "forwarding"}
     marks = Marks(cfg.main["mark_mask"])
@@ -306,7 +279,7 @@ def _redirect_findings(cfg, ups):
             continue
         r = e.rec
         route = facts.route_get(str(r["dest_ip"])) or {}
-        peers = _wireguard_peers(route.get("dev"))
+        peers = facts.wireguard_peers(route.get("dev"))
         if peers is not None and not any(r["dest_ip"] in net for nets in peers for net in nets):
             out.append(_f("wireguard", "error", "%s: no WireGuard peer on %s has %s in its allowed_ips, so WireGuard "
                           "drops the forwarded packets; add the backend's tunnel address to the allowed_ips of the "
@@ -316,7 +289,7 @@ def _redirect_findings(cfg, ups):
         if r["snat"] or peers is None:
             continue
         if table is None:
-            table = conntrack_table()
+            table = facts.conntrack_table()
         out.append(_preserve_finding(e, marks, table))
     out += _backend_tunnel_findings(cfg, ups)
     return out
@@ -344,43 +317,9 @@ def _preserve_finding(e, marks, table):
                   e.id, needs), id=e.id)
 
 
-def conntrack_table():
-    """Parsed /proc/net/nf_conntrack: [(proto, reply src address, reply sport, mark, replied)], or None."""
-    text = system.read_sys("/proc/net/nf_conntrack")
-    if text is None:
-        return None
-    out = []
-    for line in text.splitlines():
-        entry = _conntrack_line(line.split())
-        if entry:
-            out.append(entry)
-    return out
-
-
-def _conntrack_line(cols):
-    if len(cols) < 6 or cols[2] not in ("tcp", "udp"):
-        return None
-    src, sport = [], []
-    mark = 0
-    for col in cols:
-        key, _, value = col.partition("=")
-        if key == "src":
-            src.append(value)
-        elif key == "sport":
-            sport.append(value)
-        elif key == "mark":
-            mark = int(value) if value.isdigit() else 0
-    if len(src) < 2 or len(sport) < 2:
-        return None
-    try:
-        return cols[2], ipaddress.ip_address(src[1]), int(sport[1]), mark, "[UNREPLIED]" not in cols
-    except ValueError:
-        return None
-
-
 def _replies_seen(e, marks, table):
     r = e.rec
-    protos = ("tcp", "udp") if r["proto"] == "tcpudp" else (r["proto"],)
+    protos = schema.protocols(r["proto"])
     lo, hi = r["dest_port"]
     answered = unanswered = 0
     for proto, addr, port, mark, replied in table:
@@ -392,28 +331,6 @@ def _replies_seen(e, marks, table):
     return answered, unanswered
 
 
-def _wireguard_peers(dev):
-    """[[allowed prefixes] per peer] of a WireGuard device, or None if it is not one."""
-    if not dev:
-        return None
-    try:
-        rc, out, _ = system.run(["wg", "show", dev, "allowed-ips"], check=False, timeout=5)
-    except system.ToolError:
-        return None
-    if rc != 0:
-        return None
-    peers = []
-    for line in out.splitlines():
-        nets = []
-        for p in line.split()[1:]:
-            try:
-                nets.append(ipaddress.ip_network(p, strict=False))
-            except ValueError:
-                continue
-        peers.append(nets)
-    return peers
-
-
 def _backend_tunnel_findings(cfg, ups):
     """On a backend: clients keep their internet addresses through the tunnel (snat 0), and
     WireGuard accepts a packet from a peer only if its source is in that peer's allowed_ips,
@@ -423,7 +340,7 @@ def _backend_tunnel_findings(cfg, ups):
         u = ups.get(e.rec["interface"])
         if not u:
             continue
-        peers = _wireguard_peers(u["device"])
+        peers = facts.wireguard_peers(u["device"])
         if peers is None:
             continue
         for fam, default in ((4, ipaddress.ip_network("0.0.0.0/0")), (6, ipaddress.ip_network("::/0"))):

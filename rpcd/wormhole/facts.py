@@ -1,6 +1,8 @@
-"""System facts: uplinks, firewall backend, kill-switch state, live counters, sysctls.
+"""System facts: uplinks, firewall backend, kill-switch state, live counters, sysctls,
+the live rules and routes of ours, the firewall's own sections, conntrack.
 
-With `config` this is the only reader of the system. Facts are plain JSON-able data so
+With `config` (which reads /etc/config/wormhole) this is the only reader of the system:
+api, check and apply ask here. Facts are plain JSON-able data so
 render stays pure and tests can pin them. The kernel is asked, never guessed at: the
 kill-switch is whatever `ip route get` says a public destination uses.
 
@@ -13,13 +15,13 @@ import ipaddress
 import os
 
 from . import nfnl, paths, rtnl, state, system
-from .config import uplink_of
+from .layout import RULE_KEYS, Marks, assign_uplink_indices, fallback_priority
+from .uci import UciError, open_backend
 
 # Documentation addresses: routed by the default route everywhere, never contacted
 # (a route lookup sends nothing).
 PROBE4 = "198.51.100.254"
 PROBE6 = "2001:db8:ffff::1"
-IFF_POINTOPOINT = 0x10
 
 
 def backend(cfg):
@@ -31,7 +33,6 @@ def backend(cfg):
 
 def gather(cfg, with_counters=True):
     """Everything render and status need, as plain data."""
-    from .render.common import assign_uplink_indices   # render is not needed to read status
     fw = backend(cfg)
     ups = uplinks(cfg)
     previous = state.applied().get("uplink_index", {})
@@ -309,5 +310,219 @@ def rp_filter(dev):
     return max(vals), svm
 
 
-def entry_uplink(entry):
-    return uplink_of(entry)
+def fwmark_accept():
+    """net.ipv4.tcp_fwmark_accept as text ("0" where this kernel has no such setting)."""
+    return system.read_sys(paths.FWMARK_ACCEPT, "0")
+
+
+def forwarding():
+    """{4: "1"|"0", 6: ...}: whether the kernel forwards each family (1 where unreadable)."""
+    return {4: system.read_sys("/proc/sys/net/ipv4/ip_forward", "1"),
+            6: system.read_sys("/proc/sys/net/ipv6/conf/all/forwarding", "1")}
+
+
+# --- sockets, conntrack, WireGuard ------------------------------------------------------
+
+def listening():
+    """{(proto, port)} of sockets listening on the router (TCP LISTEN, bound UDP)."""
+    found = set()
+    for proto, files in (("tcp", ("tcp", "tcp6")), ("udp", ("udp", "udp6"))):
+        for name in files:
+            text = system.read_sys("/proc/net/%s" % name, "") or ""
+            for line in text.splitlines()[1:]:
+                cols = line.split()
+                if len(cols) < 4:
+                    continue
+                if proto == "tcp" and cols[3] != "0A":
+                    continue
+                try:
+                    found.add((proto, int(cols[1].rsplit(":", 1)[1], 16)))
+                except (IndexError, ValueError):
+                    continue
+    return found
+
+
+def conntrack_table():
+    """Parsed /proc/net/nf_conntrack: [(proto, reply src address, reply sport, mark, replied)], or None."""
+    text = system.read_sys("/proc/net/nf_conntrack")
+    if text is None:
+        return None
+    out = []
+    for line in text.splitlines():
+        entry = _conntrack_line(line.split())
+        if entry:
+            out.append(entry)
+    return out
+
+
+def _conntrack_line(cols):
+    if len(cols) < 6 or cols[2] not in ("tcp", "udp"):
+        return None
+    src, sport = [], []
+    mark = 0
+    for col in cols:
+        key, _, value = col.partition("=")
+        if key == "src":
+            src.append(value)
+        elif key == "sport":
+            sport.append(value)
+        elif key == "mark":
+            mark = int(value) if value.isdigit() else 0
+    if len(src) < 2 or len(sport) < 2:
+        return None
+    try:
+        return cols[2], ipaddress.ip_address(src[1]), int(sport[1]), mark, "[UNREPLIED]" not in cols
+    except ValueError:
+        return None
+
+
+def wireguard_peers(dev):
+    """[[allowed prefixes] per peer] of a WireGuard device, or None if it is not one."""
+    if not dev:
+        return None
+    try:
+        rc, out, _ = system.run(["wg", "show", dev, "allowed-ips"], check=False, timeout=5)
+    except system.ToolError:
+        return None
+    if rc != 0:
+        return None
+    peers = []
+    for line in out.splitlines():
+        nets = []
+        for p in line.split()[1:]:
+            try:
+                nets.append(ipaddress.ip_network(p, strict=False))
+            except ValueError:
+                continue
+        peers.append(nets)
+    return peers
+
+
+# --- the firewall: its config, and what of ours is loaded ----------------------------------
+
+def firewall_sections():
+    """The sections of /etc/config/firewall ([] where it cannot be read)."""
+    try:
+        return open_backend().load(paths.FIREWALL_PACKAGE)
+    except UciError:
+        return []
+
+
+def nft_usable():
+    """Whether nft answers at all (a kernel and a tool with nftables)."""
+    return system.run_json(["nft", "-j", "list", "tables"]) is not None
+
+
+def nft_table_loaded():
+    """Whether `table inet wormhole` is in the kernel."""
+    return system.run_json(["nft", "-j", "list", "table", "inet", "wormhole"]) is not None
+
+
+def fw4_snippet_rules(chain):
+    """{handle: comment} of our rules inside fw4's `chain`; None when fw4 is not loaded.
+
+    Asked of the kernel in-process (nfnl); `nft` lists the chain only if that fails.
+    """
+    if system.installed("nft"):
+        try:
+            found = nfnl.rule_comments("fw4", chain)
+        except nfnl.Error:
+            pass
+        else:
+            return None if found is None else {
+                h: c for h, c in found.items() if c is not None and c.startswith("!wormhole:")}
+    data = system.run_json(["nft", "-j", "-a", "list", "chain", "inet", "fw4", chain])
+    if data is None:
+        return None
+    out = {}
+    for obj in data.get("nftables", []):
+        rule = obj.get("rule")
+        if rule and str(rule.get("comment", "")).startswith("!wormhole:"):
+            out[rule["handle"]] = rule["comment"]
+    return out
+
+
+def iptables_save(family, table=None):
+    """`iptables-save` (ip6tables-save for ipv6) output, "" where it fails."""
+    argv = ["iptables-save" if family == "ipv4" else "ip6tables-save"] + (["-t", table] if table else [])
+    return system.run(argv, check=False)[1]
+
+
+def fw3_jumps(family):
+    """(built-in chain, our chain) jumps of ours present in the live tables."""
+    found = set()
+    for line in iptables_save(family).splitlines():
+        if "!fw3: wormhole" in line and line.startswith("-A "):
+            parts = line.split()
+            found.add((parts[1], parts[-1]))
+    return found
+
+
+# --- our ip rules and routing tables -----------------------------------------------------
+
+def families():
+    """The IP families this kernel routes ("ipv6" only where it has IPv6)."""
+    fams = ["ipv4"]
+    if os.path.exists("/proc/sys/net/ipv6"):
+        fams.append("ipv6")
+    return fams
+
+
+def _flag(fam):
+    return "-4" if fam == "ipv4" else "-6"
+
+
+def _is_ours(rule, main, marks):
+    pr = rule.get("priority")
+    if pr not in (main["priority"] - 1, main["priority"], fallback_priority(main["priority"])):
+        return False
+    try:
+        mask = int(rule.get("fwmask", "0"), 16)
+    except ValueError:
+        return False
+    return mask == marks.uplink
+
+
+def routing_snapshot(main):
+    """Our ip rules and routing tables as they are now (for rollback, reconcile and check)."""
+    marks = Marks(main["mark_mask"])
+    snap = {"rules": [], "routes": []}
+    recorded = state.applied()
+    tables = set(range(main["table_base"] + 1, main["table_base"] + 16))
+    tables.update(t for t in recorded.get("tables", []) if isinstance(t, int))
+    recorded_rules = [{k: r[k] for k in RULE_KEYS if k in r} for r in recorded.get("rules", [])]
+    for fam in families():
+        # in-process over rtnetlink, `ip -j` only if that fails: 4 tools fewer per apply
+        rules = _ip(["ip", "-j", _flag(fam), "rule", "show"], lambda: rtnl.rules(fam))
+        for rule in rules or []:
+            if _is_ours(rule, main, marks) or _rule_from_kernel(rule, fam) in recorded_rules:
+                snap["rules"].append(_rule_from_kernel(rule, fam))
+        routes = _ip(["ip", "-j", _flag(fam), "route", "show", "table", "all"], lambda: rtnl.routes(fam))
+        for route in routes or []:
+            table = _table_value(route.get("table", "main"))
+            if table in tables and route.get("type", "unicast") == "unicast":
+                snap["routes"].append(_route_from_kernel(route, fam, table))
+    return snap
+
+
+def _rule_from_kernel(rule, fam):
+    mark = int(rule.get("fwmark", "0"), 16)
+    mask = int(rule.get("fwmask", "0xffffffff"), 16)
+    out = {"family": fam, "priority": rule["priority"], "fwmark": "0x%08x/0x%08x" % (mark, mask),
+           "table": _table_value(rule.get("table", "main"))}
+    if rule.get("iif"):
+        out["iif"] = rule["iif"]
+    if rule.get("src") and rule["src"] != "all":
+        out["src"] = rule["src"] + ("/%s" % rule["srclen"] if "srclen" in rule else "")
+    return out
+
+
+def _table_value(t):
+    return int(t) if str(t).isdigit() else t
+
+
+def _route_from_kernel(route, fam, table):
+    out = {"family": fam, "table": table, "dst": route.get("dst", "default"), "dev": route.get("dev")}
+    if route.get("gateway"):
+        out["via"] = route["gateway"]
+    return out

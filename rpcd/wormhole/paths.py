@@ -25,6 +25,9 @@ UCI_SAVEDIR = STATE_DIR + "/uci"
 
 FW4_BIN = "/sbin/fw4"
 
+# Kernel settings are not under WORMHOLE_ROOT: each network namespace has its own.
+FWMARK_ACCEPT = "/proc/sys/net/ipv4/tcp_fwmark_accept"
+
 
 def root():
     """The scratch root from the environment, without a trailing slash ('' on a router)."""

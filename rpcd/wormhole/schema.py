@@ -10,8 +10,9 @@ import ipaddress
 
 from . import chars
 
-_TRUE = ("1", "yes", "on", "true", "enabled")
-_FALSE = ("0", "no", "off", "false", "disabled")
+# The boolean words of UCI configs, as fw4 reads them (parse_bool in fw4.uc).
+TRUE_WORDS = ("1", "yes", "on", "true", "enabled")
+FALSE_WORDS = ("0", "no", "off", "false", "disabled")
 
 LABEL_MAX = 64
 LIST_MAX = 1024     # allowlist entries: bounded work per apply and per rule text
@@ -38,9 +39,9 @@ def shown(raw):
 
 def parse_bool(raw):
     v = raw.strip().lower()
-    if v in _TRUE:
+    if v in TRUE_WORDS:
         return True
-    if v in _FALSE:
+    if v in FALSE_WORDS:
         return False
     raise ValueError("%s is not a boolean (use 1 or 0)" % shown(raw))
 
@@ -186,11 +187,6 @@ def parse_mask(raw):
     return v
 
 
-def parse_table_base(raw):
-    v = int_range(256, 0x7FFFFF00)(raw)
-    return v
-
-
 # --- option tables -------------------------------------------------------------------
 
 class Opt:
@@ -211,7 +207,7 @@ MAIN = {
     "backend": Opt(enum(*BACKENDS), "auto", doc="auto | fw4 | fw3 (fw4 when /sbin/fw4 exists)"),
     "mark_mask": Opt(parse_mask, "0xff000000", doc="firewall mark bits wormhole owns"),
     "priority": Opt(int_range(2, 32765), "90", doc="ip rule priority of the reply-routing rules"),
-    "table_base": Opt(parse_table_base, "4090", doc="routing tables wormhole owns start above this"),
+    "table_base": Opt(int_range(256, 0x7FFFFF00), "4090", doc="routing tables wormhole owns start above this"),
     "fwmark_accept": Opt(parse_bool, "1", doc="1: set net.ipv4.tcp_fwmark_accept while a TCP exemption "
                          "exists (router services route their replies right from the first packet); "
                          "0: leave the sysctl alone"),
@@ -249,6 +245,63 @@ REDIRECT = {
 }
 
 TABLES = {"wormhole": MAIN, "uplink": UPLINK, "exemption": EXEMPTION, "redirect": REDIRECT}
+
+
+# --- what each entry type is, beyond its options ----------------------------------------
+#
+# Everything that differs between an exemption and a redirect, other than its option
+# table, is said here once; config, render, api and check ask this instead of testing
+# the type themselves.
+
+class EntryType:
+    """An entry section type: its options, id prefix, and which options say what."""
+
+    __slots__ = ("name", "options", "id_prefix", "port_field", "uplink_field", "noun")
+
+    def __init__(self, name, options, id_prefix, port_field, uplink_field, noun):
+        self.name = name
+        self.options = options          # the option table
+        self.id_prefix = id_prefix      # named sections: stable ids across reloads
+        self.port_field = port_field    # the public port (range) the entry claims
+        self.uplink_field = uplink_field    # the uplink it is bound to
+        self.noun = noun                # "an exemption": for messages
+
+
+ENTRY_TYPES = {
+    "exemption": EntryType("exemption", EXEMPTION, "ex_", "port", "interface", "an exemption"),
+    "redirect": EntryType("redirect", REDIRECT, "rd_", "src_dport", "src", "a redirect"),
+}
+
+
+def protocols(proto):
+    """The kernel protocols an entry's `proto` stands for: tcpudp is both."""
+    return ("tcp", "udp") if proto == "tcpudp" else (proto,)
+
+
+FAMILY_VERSIONS = {"any": (4, 6), "ipv4": (4,), "ipv6": (6,)}
+NFPROTO = {4: "ipv4", 6: "ipv6"}
+
+
+def map_key(ports, proto, version):
+    """A public key as nft writes a map element: port first, then protocol and family
+    (render/nft.py KEY_TYPE); the live counters (facts, nfnl) are read back by this text."""
+    return "%s . %s . %s" % (format_port_range(ports), proto, NFPROTO[version])
+
+
+# The JSON types a caller may send for an option (preferred first), as ubus callers send
+# them: the plugin's method table (methods.ARG_TYPES) must say the same (tests/test_layers.py).
+JSON_FLAG = ("boolean", "string", "integer")
+JSON_PORT = ("string", "integer")
+
+
+def json_types(opt):
+    if opt.is_list:
+        return ("array", "string")
+    if opt.parse is parse_bool:
+        return JSON_FLAG
+    if opt.parse in (parse_port_range, parse_mss):
+        return JSON_PORT
+    return ("string",)
 
 
 def _raw_values(opt, raw):

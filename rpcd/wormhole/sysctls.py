@@ -13,15 +13,15 @@ needed, on disable and on cleanup (kept on record until that write succeeds). A 
 there before wormhole set it is left alone.
 """
 
-from . import system
+from . import paths, schema, system
 
-FWMARK_ACCEPT = "/proc/sys/net/ipv4/tcp_fwmark_accept"
+FWMARK_ACCEPT = paths.FWMARK_ACCEPT
 STATE_KEY = "fwmark_accept_saved"   # in the applied record: the value to give back
 
 
 def fwmark_accept_wanted(cfg):
     return bool(cfg.main.get("enabled") and cfg.main.get("fwmark_accept")
-                and any(e.rec["proto"] in ("tcp", "tcpudp") for e in cfg.active("exemption")))
+                and any("tcp" in schema.protocols(e.rec["proto"]) for e in cfg.active("exemption")))
 
 
 def sync_fwmark_accept(wanted, saved, path=FWMARK_ACCEPT):

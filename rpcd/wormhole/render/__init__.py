@@ -5,9 +5,7 @@ No I/O and no clock here; golden tests pin the complete output (tests/golden/).
 
 from .. import paths
 from . import iptables, nft, routing
-from .common import assign_uplink_indices, build_model
-
-__all__ = ["render", "assign_uplink_indices", "build_model"]
+from .common import build_model
 
 
 def render(cfg, facts, backend):

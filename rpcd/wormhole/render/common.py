@@ -1,4 +1,4 @@
-"""What both firewall renderers share: the mark layout, quoting, and the normalised model.
+"""What both firewall renderers share: quoting, and the normalised model.
 
 `build_model(cfg, facts)` resolves everything render needs into plain data (uplinks with
 their numbers and devices, the elements each entry contributes, skipped entries with
@@ -6,7 +6,7 @@ their reasons); the nft and iptables renderers only format that model.
 """
 
 from .. import chars, schema
-from ..config import uplink_of
+from ..layout import Marks
 
 # Characters that may appear inside a quoted comment in both nft and iptables-restore.
 # nft has no escape for '"' inside a string and iptables-restore treats '\' specially,
@@ -53,36 +53,8 @@ def ident(name):
 
 
 def ifname(name):
-    """Device names go into rule text quoted; they were validated as [A-Za-z0-9_.-]{1,15}."""
-    return '"' + schema.parse_ifname(name) + '"'
-
-
-class Marks:
-    """The mark layout inside mark_mask: uplink number, and three flag bits above it."""
-
-    def __init__(self, mask):
-        self.mask = mask
-        self.shift = (mask & -mask).bit_length() - 1
-        self.uplink = 0xF << self.shift
-        self.published = 0x10 << self.shift    # a redirect's flow: accept in forward/input
-        self.opened = 0x20 << self.shift       # an exemption with open=1: accept in input
-        self.masq = 0x40 << self.shift         # a redirect with snat=1: masquerade
-
-    def of(self, index):
-        return index << self.shift
-
-
-def hexmark(v):
-    return "0x%08x" % v
-
-
-def inverted(bits):
-    return hexmark(~bits & 0xFFFFFFFF)
-
-
-PROTO_LIST = {"tcp": ("tcp",), "udp": ("udp",), "tcpudp": ("tcp", "udp")}
-FAMILY_LIST = {"any": (4, 6), "ipv4": (4,), "ipv6": (6,)}
-NFPROTO = {4: "ipv4", 6: "ipv6"}
+    """Device names go into rule text quoted; build_model let only [A-Za-z0-9_.-]{1,15} in."""
+    return '"' + name + '"'
 
 
 class Uplink:
@@ -113,8 +85,7 @@ class Element:
         self.entry = entry
 
     def nft_key(self):
-        """The element as nft writes it in the in_ maps: port first (render/nft.py KEY_TYPE)."""
-        return "%s . %s . %s" % (schema.format_port_range(self.ports), self.proto, NFPROTO[self.family])
+        return schema.map_key(self.ports, self.proto, self.family)
 
 
 class Model:
@@ -140,11 +111,15 @@ def build_model(cfg, facts):
     known = facts.get("uplinks", {})
     indices = facts.get("uplink_index", {})
     used = {}
+    bad_devices = _bad_devices(m, known)
     for e in cfg.active():
-        name = uplink_of(e)
+        name = e.uplink
         fact = known.get(name)
         if not fact or not fact.get("device"):
             m.skipped[e.id] = "uplink %r is unknown (declare `config uplink '%s'` with its device, or check the network name)" % (name, name)
+            continue
+        if name in bad_devices:
+            m.skipped[e.id] = bad_devices[name]
             continue
         if name not in indices:
             m.skipped[e.id] = "uplink %r has no mark number (more than 15 uplinks?)" % name
@@ -158,11 +133,27 @@ def build_model(cfg, facts):
     return m
 
 
+def _bad_devices(m, known):
+    """{uplink: reason} for uplinks whose device name cannot go into a rule: the facts are
+    checked here, once, for both renderers (a `config uplink` device is checked by its
+    parser; netifd's names are not ours)."""
+    out = {}
+    for name, fact in sorted(known.items()):
+        if not fact or not fact.get("device"):
+            continue
+        try:
+            schema.parse_ifname(fact["device"])
+        except ValueError as e:
+            out[name] = "uplink %r has an unusable device name: %s" % (name, e)
+            m.warnings.append("uplink %s skipped: device %s" % (name, e))
+    return out
+
+
 def _add_entry(m, e, uplink):
     r = e.rec
     if e.type == "exemption":
-        for fam in FAMILY_LIST[r["family"]]:
-            for proto in PROTO_LIST[r["proto"]]:
+        for fam in schema.FAMILY_VERSIONS[r["family"]]:
+            for proto in schema.protocols(r["proto"]):
                 m.inbound.setdefault(uplink, []).append(Element(fam, proto, r["port"], e))
         if r["open"]:
             m.opened.setdefault(uplink, set()).add(e.id)
@@ -170,7 +161,7 @@ def _add_entry(m, e, uplink):
     m.redirects.setdefault(uplink, []).append(e)
     if r["reply"]:
         fam = r["dest_ip"].version
-        for proto in PROTO_LIST[r["proto"]]:
+        for proto in schema.protocols(r["proto"]):
             m.inbound.setdefault(uplink, []).append(Element(fam, proto, r["src_dport"], e))
 
 
@@ -182,25 +173,6 @@ def _warn_missing_gateways(m, u):
         m.warnings.append("uplink %s (%s) has no IPv4 gateway: IPv4 replies cannot be routed back through it" % (u.name, u.device))
     if 6 in fams and not u.gateway6:
         m.warnings.append("uplink %s (%s) has no IPv6 gateway: IPv6 replies cannot be routed back through it" % (u.name, u.device))
-
-
-def assign_uplink_indices(names, previous):
-    """Stable uplink numbers 1..15: keep the previous number, give new names the lowest free one.
-
-    Connections carry their uplink number in conntrack, so renumbering a live uplink would
-    send its established replies out of the wrong door.
-    """
-    out = {}
-    for name in names:
-        idx = previous.get(name)
-        if isinstance(idx, int) and 1 <= idx <= 15 and idx not in out.values():
-            out[name] = idx
-    free = [i for i in range(1, 16) if i not in out.values()]
-    for name in sorted((n for n in names if n not in out), key=lambda n: (n != "wan", n)):
-        if not free:
-            break
-        out[name] = free.pop(0)
-    return out
 
 
 # The MSS of a client's SYN is what the server may send back to it, so it must fit the

@@ -23,14 +23,7 @@ lookups main cannot: nothing that routes today changes.
 
 import ipaddress
 
-from .common import hexmark
-
-MAIN_RULE_PRIORITY = 32766
-
-
-def fallback_priority(priority):
-    """The priority of the after-main rules of point-to-point uplinks."""
-    return MAIN_RULE_PRIORITY + 1 + priority
+from ..layout import fallback_priority, hexmark
 
 
 def plan(m):
