@@ -146,7 +146,8 @@ def test_read_grant_methods_write_nothing_and_write_grant_methods_do(root, monke
         assert "error" not in reply or reply["error"]["code"] != "internal_error", (method, reply)
     assert snapshot() == before
 
-    requests = {"add": {"port": "80"}, "update": {"id": "ex_a", "label": "x"}, "del": {"id": "ex_a"}, "apply": {}}
+    requests = {"add": {"port": "80"}, "update": {"id": "ex_a", "label": "x"}, "del": {"id": "ex_a"}, "apply": {},
+                "settings": {"enabled": True}}
     assert set(requests) == set(methods.WRITE_METHODS)
     for method, request in requests.items():
         del writes[:]

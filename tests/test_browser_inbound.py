@@ -349,6 +349,19 @@ def test_broken_entries_and_a_failed_apply_are_shown_with_their_reasons(browser,
     page.assert_clean()
 
 
+def test_an_option_nothing_reads_is_said_on_its_row(browser, lab):
+    """fw4-style tolerance for a foreign option, but said where the user looks (issue 14)."""
+    with open(lab.root / "etc" / "config" / "wormhole", "a") as f:
+        f.write("\nconfig exemption 'typo'\n\toption port '443'\n\toption prot 'udp'\n")
+    page = Page(browser, lab)
+    page.wait_rows(lambda rows: len(rows) == 1, "the row")
+    texts = page.b.wait(lambda: browser.js(
+        "return Array.from(document.querySelectorAll('tr[data-id=\"typo\"] .wh-warning')).map(n => n.textContent)"),
+        "the row's warning")
+    assert texts == ["prot: unknown option ignored"]
+    page.assert_clean()
+
+
 # --- who may do what ---------------------------------------------------------------------------
 
 def test_read_only_session_sees_everything_and_can_change_nothing(browser, lab):

@@ -421,7 +421,7 @@ def test_disk_full_at_every_point(disk, netns, backend, change):
                 assert reply["error"]["code"] == "apply_failed", reply
                 outcomes.append("saved, not applied")
             else:
-                assert reply["error"]["code"] == "conflict" and reply["error"]["field"] == "config", reply
+                assert reply["error"]["code"] == "config_error" and reply["error"]["field"] == "config", reply
                 assert after["etc/config/wormhole"] == old, pages
                 outcomes.append("refused")
             TALLY.add("faults survived (kernel, includes and config intact)")

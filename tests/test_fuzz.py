@@ -49,7 +49,7 @@ def budget(n):
 
 
 TALLY = reliability.Tally()
-CODES = ("invalid_argument", "not_found", "conflict", "apply_failed", "busy")
+CODES = ("invalid_argument", "not_found", "conflict", "config_error", "apply_failed", "busy")
 CALL_TIMEOUT = 20   # seconds for one in-process api.call: longer is a hang
 
 BASE = support.UPLINK_WAN + """
@@ -100,7 +100,7 @@ class Checker:
         on_disk = config.load()
         if on_disk.error:
             self.failures.append("apply saw an unreadable config: %s" % on_disk.error)
-            return []
+            return {"applied": True, "warnings": [], "skipped": {}}
         if cfg is not None and [(e.id, e.raw) for e in cfg.entries] != [(e.id, e.raw) for e in on_disk.entries]:
             self.failures.append("the config handed to apply differs from the file written")
         cfg = cfg or on_disk
@@ -108,7 +108,13 @@ class Checker:
             plan = render.render(cfg, pinned_facts(cfg), fw)
             for problem in check_plan(self, plan, fw):
                 self.failures.append("%s: %s" % (fw, problem))
-        return []
+            skipped = api.views.skipped_sections(cfg, plan)
+            # every entry the rules leave out is named (issue 14: nothing fails quietly)
+            rendered = "".join(t for t in plan["files"].values() if t)
+            for e in cfg.entries:
+                if e.enabled and cfg.main["enabled"] and e.id not in skipped and e.id not in rendered:
+                    self.failures.append("%s: %s is neither rendered nor skipped" % (fw, e.id))
+        return {"applied": True, "warnings": cfg.notes(), "skipped": skipped}
 
     def tool(self, argv, text):
         """Run a tool in the namespace on `text` (as a file for nft, on stdin for iptables)."""
@@ -811,7 +817,7 @@ def test_a_section_name_with_a_newline_does_not_reach_the_ruleset(env):
     assert cfg.error and "invalid section name" in cfg.error     # as libuci: the file is refused
     before = env.config_bytes()
     reply = judged(env, "add", {"port": "80"})
-    assert reply["error"]["code"] == "conflict" and env.config_bytes() == before
+    assert reply["error"]["code"] == "config_error" and env.config_bytes() == before
 
 
 def test_an_uplink_device_with_a_newline_is_skipped(env):

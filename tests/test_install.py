@@ -216,6 +216,38 @@ def test_hotplug_is_a_no_op_without_entries(ipks, sim, netns):
     assert r.calls() == []
 
 
+def test_a_stopped_service_stays_stopped_through_hotplug(ipks, sim, netns):
+    """`/etc/init.d/wormhole stop` (and `wormhole cleanup`) removes everything, and an
+    interface event (a DHCP renew, a VPN reconnect) must not put it back; start does."""
+    netns.exec(["nft", "-f", "-"], input=FW4_BASE)
+    before = kernel(netns)
+    r = sim("fw4")
+    r.install(ipks[("wormhole", "1")])
+    add_user_config(r)
+    r.run(["wormhole", "inbound", "add", "tcp:443"])
+    applied = kernel(netns)
+    assert applied != before
+
+    r.run(["/etc/init.d/wormhole", "stop"])
+    assert kernel(netns) == before
+    r.clear_calls()
+    for action in ("ifup", "ifupdate", "ifdown"):
+        r.run(["sh", "/etc/hotplug.d/iface/95-wormhole"], env={"ACTION": action, "INTERFACE": "wan"})
+    assert not r.path("/run/wormhole/hotplug-pending").exists(), "a stopped service queues no re-apply"
+    # A job queued just before the stop still asks under the lock, and is told no.
+    p = r.run(["wormhole", "apply", "--unless-stopped", "--json"])
+    assert json.loads(p.stdout)["stopped"] is True
+    assert kernel(netns) == before, "nothing came back while stopped"
+
+    r.run(["/etc/init.d/wormhole", "start"])
+    assert kernel(netns) == applied
+    assert not r.path("/run/wormhole/stopped").exists()
+    r.run(["wormhole", "cleanup"])
+    assert r.path("/run/wormhole/stopped").exists(), "cleanup is a stop too"
+    r.run(["wormhole", "apply"])
+    assert kernel(netns) == applied, "an explicit apply starts it again"
+
+
 # --- fw3: the firewall include ----------------------------------------------------------------------
 
 def test_fw3_include_is_added_once_and_removed(ipks, sim, netns):

@@ -211,7 +211,12 @@ ERRORS = [
     ("add", '{"port":"80","src":"wan"}', "invalid_argument", "src"),
     ("add", '{"type":"redirect","port":"80","dest_ip":"192.168.1.5"}', "invalid_argument", "port"),
     ("update", '{"id":"ex_a","dest_ip":"192.168.1.5"}', "invalid_argument", "dest_ip"),
-    ("update", '{"id":"ex_a","type":"redirect"}', "invalid_argument", "type"),
+    ("update", '{"id":"ex_a","type":"redirect"}', "not_found", "id"),
+    ("update", '{"id":"ex_a","type":"bogus"}', "invalid_argument", "type"),
+    ("del", '{"id":"ex_a","type":"redirect"}', "not_found", "id"),
+    ("del", '{"type":"redirect","port":"443"}', "invalid_argument", "port"),
+    ("del", '{"type":"redirect","interface":"wan","src_dport":"443"}', "invalid_argument", "interface"),
+    ("del", '{"src_dport":"443"}', "invalid_argument", "src_dport"),
     # wrong JSON type per argument
     ("add", '{"port":{}}', "invalid_argument", "port"),
     ("add", '{"port":[443]}', "invalid_argument", "port"),
@@ -383,7 +388,8 @@ def test_round_trip_add_list_del_through_nft(netns, tmp_path, decoy):
     # An integer port, as `ubus call wormhole add '{"port":2222}'` sends it.
     reply, _ = rpcd_call(r, "add", '{"proto":"tcp","port":2222,"label":"ssh","ubus_rpc_session":"x"}',
                          cwd=decoy, ns=netns)
-    assert set(reply) == {"id", "applied"} and reply["applied"] is True, reply
+    assert set(reply) == {"id", "applied", "warnings", "skipped"} and reply["applied"] is True, reply
+    assert (reply["warnings"], reply["skipped"]) == ([], {})
     sid = reply["id"]
     table = _nft_table(netns)
     assert " 2222 . tcp . " in table and sid in table
@@ -394,7 +400,7 @@ def test_round_trip_add_list_del_through_nft(netns, tmp_path, decoy):
     assert entry["status"] == "inert"  # applied and in the kernel; no kill-switch in the namespace
 
     reply, _ = rpcd_call(r, "del", '{"proto":"tcp","port":"2222"}', cwd=decoy, ns=netns)
-    assert reply == {"deleted": [sid], "applied": True}
+    assert reply == {"deleted": [sid], "applied": True, "warnings": [], "skipped": {}}
     assert "2222" not in _nft_table(netns)
     reply, _ = rpcd_call(r, "list", cwd=decoy, ns=netns)
     assert reply["exemptions"] == []
@@ -406,16 +412,16 @@ def test_update_and_apply_reach_the_kernel(netns, tmp_path, decoy):
     sid = rpcd_call(r, "add", '{"port":"2222"}', cwd=decoy, ns=netns)[0]["id"]
 
     reply, _ = rpcd_call(r, "update", '{"id":"%s","port":"2223","enabled":true}' % sid, cwd=decoy, ns=netns)
-    assert reply == {"id": sid, "applied": True}
+    assert reply == {"id": sid, "applied": True, "warnings": [], "skipped": {}}
     table = _nft_table(netns)
     assert " 2223 . tcp . " in table and " 2222 . tcp . " not in table
 
     reply, _ = rpcd_call(r, "update", '{"id":"%s","enabled":"0"}' % sid, cwd=decoy, ns=netns)
-    assert reply == {"id": sid, "applied": True}
+    assert reply == {"id": sid, "applied": True, "warnings": [], "skipped": {}}
     assert "2223" not in _nft_table(netns)
 
     reply, _ = rpcd_call(r, "update", '{"id":"%s","enabled":1}' % sid, cwd=decoy, ns=netns)
-    assert reply == {"id": sid, "applied": True}
+    assert reply == {"id": sid, "applied": True, "warnings": [], "skipped": {}}
     assert " 2223 . tcp . " in _nft_table(netns)
 
     # Someone flushed our table: `apply` puts it back.
@@ -425,7 +431,7 @@ def test_update_and_apply_reach_the_kernel(netns, tmp_path, decoy):
     assert " 2223 . tcp . " in _nft_table(netns)
 
     reply, _ = rpcd_call(r, "del", '{"id":"%s"}' % sid, cwd=decoy, ns=netns)
-    assert reply == {"deleted": [sid], "applied": True}
+    assert reply == {"deleted": [sid], "applied": True, "warnings": [], "skipped": {}}
     assert "2223" not in _nft_table(netns)
 
 
@@ -440,8 +446,8 @@ def test_redirect_round_trip(netns, tmp_path, decoy):
     assert "8443" in _nft_table(netns)
     (entry,) = rpcd_call(r, "list", cwd=decoy, ns=netns)[0]["redirects"]
     assert (entry["dest_port"], entry["snat"], entry["src_ip"]) == ("443", True, ["198.51.100.0/24"])
-    reply, _ = rpcd_call(r, "del", '{"type":"redirect","proto":"tcp","port":"8443"}', cwd=decoy, ns=netns)
-    assert reply == {"deleted": [sid], "applied": True}
+    reply, _ = rpcd_call(r, "del", '{"type":"redirect","proto":"tcp","src_dport":"8443"}', cwd=decoy, ns=netns)
+    assert reply == {"deleted": [sid], "applied": True, "warnings": [], "skipped": {}}
     assert "8443" not in _nft_table(netns)
 
 

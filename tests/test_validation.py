@@ -7,11 +7,14 @@ from tests import support
 from wormhole import api, config, schema
 
 
+DONE = {"applied": True, "warnings": [], "skipped": {}}
+
+
 @pytest.fixture
 def applied(monkeypatch):
     """In-process tests never touch the kernel: apply is recorded instead."""
     calls = []
-    monkeypatch.setattr(api.write, "_apply_locked", lambda sid=None, cfg=None: calls.append(sid) or [])
+    monkeypatch.setattr(api.write, "_apply_locked", lambda sid=None, cfg=None: calls.append(sid) or DONE)
     return calls
 
 
@@ -141,7 +144,7 @@ def test_update_validates_the_merged_section(cfgroot):
     _reject(cfgroot, "update", {"id": "ex_web", "port": "x"}, "port")
     _reject(cfgroot, "update", {"id": "ex_web", "dest_ip": "1.2.3.4"}, "dest_ip")
     _reject(cfgroot, "update", {"id": "nope", "port": "1"}, "id", code="not_found")
-    assert api.call("update", {"id": "ex_web", "label": "Web", "open": True}) == {"id": "ex_web", "applied": True}
+    assert api.call("update", {"id": "ex_web", "label": "Web", "open": True}) == dict(DONE, id="ex_web")
     assert config.load().find("ex_web").raw == {"proto": "tcp", "port": "443", "label": "Web", "open": "1"}
     assert api.call("update", {"id": "ex_web", "label": ""})["applied"]
     assert "label" not in config.load().find("ex_web").raw
@@ -151,17 +154,18 @@ def test_delete_by_id_and_by_port(cfgroot):
     _reject(cfgroot, "del", {"id": "nope"}, "id", code="not_found")
     _reject(cfgroot, "del", {"proto": "tcp", "port": "444"}, "port", code="not_found")
     _reject(cfgroot, "del", {"proto": "tcp", "port": "99999"}, "port")
-    assert api.call("del", {"proto": "tcp", "port": "443"}) == {"deleted": ["ex_web"], "applied": True}
-    assert api.call("del", {"id": "rd_ha"}) == {"deleted": ["rd_ha"], "applied": True}
+    assert api.call("del", {"proto": "tcp", "port": "443"}) == dict(DONE, deleted=["ex_web"])
+    assert api.call("del", {"id": "rd_ha"}) == dict(DONE, deleted=["rd_ha"])
     assert config.load().entries == []
 
 
 def test_unreadable_config_is_never_overwritten(root, monkeypatch):
-    monkeypatch.setattr(api.write, "_apply_locked", lambda sid=None, cfg=None: [])
+    monkeypatch.setattr(api.write, "_apply_locked", lambda sid=None, cfg=None: DONE)
     path = support.write_config(root, "config exemption 'x'\n\toption port '1\n")
     before = open(path, "rb").read()
     reply = api.call("add", {"port": "80"})
-    assert reply["error"]["code"] == "conflict" and reply["error"]["field"] == "config"
+    # its own code: the UI tells "fix the file" from "the entry overlaps another" (conflict)
+    assert reply["error"]["code"] == "config_error" and reply["error"]["field"] == "config"
     assert open(path, "rb").read() == before
 
 

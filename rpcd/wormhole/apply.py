@@ -63,6 +63,7 @@ def install(cfg, fw, make_plan):
     try:
         state.save_applied(record)
         state.save_last_apply({"ok": True, "time": now(), "error": None, "backend": fw})
+        state.set_stopped(False)       # an apply is a start
     except OSError as e:
         # The kernel took the rules: do not call that a failure. Without the record the next
         # apply may renumber uplinks and `status` shows the previous outcome.
@@ -304,6 +305,16 @@ def _rollback(backend, previous_files, previous_routing, main, marks):
     except (system.ToolError, OSError):
         pass
     _restore_routing(previous_routing, main)
+
+
+def stop(main):
+    """The init script's stop and `wormhole cleanup`: remove everything and stay stopped
+    (the hotplug hook no longer re-applies) until the next apply, start or boot."""
+    try:
+        state.set_stopped(True)
+    except OSError as e:
+        return [str(e)] + remove_everything(main)
+    return remove_everything(main)
 
 
 def remove_everything(main):

@@ -1,17 +1,20 @@
 """`wormhole`: the same API as ubus, for people. Argument parsing and output formatting only.
 
-`--json` prints exactly the ubus reply of the matching method; the exit status is 1 when
-that reply holds an error, 2 for a usage error.
+`--json` prints exactly the ubus reply of the matching method. Exit status: 0 done; 1 the
+reply holds an error; 2 a usage error; 3 done, but sections of the config were skipped
+(each one is named, with its reason, on stderr and in the reply's `skipped`).
 """
 
 import argparse
+import ipaddress
 import os
 import sys
 
-from . import api
+from . import VERSION, api
 
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_SKIPPED = 3
 
 # `json` is imported where --json output is written: the hotplug hook and the init script
 # run `wormhole apply` without it (1.5 ms of every run here, several on a router).
@@ -58,19 +61,48 @@ def _proto_port(text):
     return proto.lower(), port
 
 
+class SpecError(ValueError):
+    """A command-line spec that cannot be read unambiguously: a usage error."""
+
+
 def _host_port(text):
-    """'192.168.1.20:443', '[2001:db8::1]:443', '192.168.1.20' or '2001:db8::1' -> (host, port|None)."""
+    """'192.168.1.20:443', '[2001:db8::1]:443', '192.168.1.20' or '2001:db8::1' -> (host, port|None).
+
+    An unbracketed IPv6 address whose last group could be a port ('2001:db8:1::20:443') is
+    refused: it is itself a valid address, so reading it either way would guess.
+    """
     if text.startswith("["):
         host, _, rest = text[1:].partition("]")
         return host, (rest[1:] if rest.startswith(":") else None)
     if text.count(":") == 1:
         host, port = text.split(":")
         return host, port
+    head, _, tail = text.rpartition(":")
+    if text.count(":") > 1 and tail.isdigit() and len(tail) <= 5 and _is_ipv6(head) and _is_ipv6(text):
+        raise SpecError("%s is ambiguous: write [%s]:%s for port %s on %s, or [%s] for the address itself"
+                        % (text, head, tail, tail, head, text))
     return text, None
+
+
+def _is_ipv6(text):
+    try:
+        ipaddress.IPv6Address(text)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_port_spec(text):
+    """'tcp:443', '443', '8000-8010': what `add` takes; anything else names an id."""
+    if ":" in text:
+        return True
+    lo, _, hi = text.partition("-")
+    return lo.isdigit() and (hi.isdigit() or not _)
 
 
 def build_parser():
     p = _Parser(prog="wormhole", description="Inbound services under a VPN kill-switch, and port forwards.")
+    p.add_argument("--version", action="version", version="wormhole %s" % VERSION)
     sub = p.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -113,17 +145,22 @@ def build_parser():
     _json(r)
     for name, text in (("status", "firewall backend, kill-switch, last apply, warnings"),
                        ("check", "diagnose rules, routes, listeners and forwards"),
-                       ("apply", "apply the configuration now"),
-                       ("list", "list exemptions and forwards")):
+                       ("list", "list exemptions and forwards"),
+                       ("enable", "switch wormhole on (main.enabled 1) and apply"),
+                       ("disable", "switch wormhole off (main.enabled 0): every rule, route and table removed")):
         _json(sub.add_parser(name, help=text))
-    sub.add_parser("cleanup", help="remove every rule, route and file wormhole installed (uninstall)")
+    a = sub.add_parser("apply", help="apply the configuration now (after editing /etc/config/wormhole)")
+    a.add_argument("--unless-stopped", action="store_true",
+                   help="do nothing while the service is stopped (the hotplug hook)")
+    _json(a)
+    _json(sub.add_parser("cleanup", help="remove every rule, route and file wormhole installed (uninstall)"))
     return p
 
 
 def _by_id_commands(sub, noun, nouns, uplink_flag):
     """`del PROTO:PORT|ID [--uplink]`, `enable ID`, `disable ID` for exemptions and forwards."""
     d = sub.add_parser("del", help="delete %s by PROTO:PORT or by id" % nouns)
-    d.add_argument("spec", metavar="PROTO:PORT|ID")
+    d.add_argument("spec", metavar="PROTO:PORT|ID", help="the spec it was added with (tcp:443, 8000-8010) or its id")
     d.add_argument(uplink_flag)
     _json(d)
     for verb in ("enable", "disable"):
@@ -139,23 +176,29 @@ def _json(p):
 def _to_request(ns):
     """(method, args) for a parsed command line."""
     cmd, action = ns.command, getattr(ns, "action", None)
-    if cmd in ("status", "check", "apply", "list"):
+    if cmd in ("status", "check", "list"):
         return cmd, {}
+    if cmd == "apply":
+        return "apply", ({"unless_stopped": True} if ns.unless_stopped else {})
+    if cmd in ("enable", "disable"):
+        return "settings", {"enabled": cmd == "enable"}
     if cmd == "render":
         return "render", ({"backend": ns.backend} if ns.backend else {})
     stype = "exemption" if cmd == "inbound" else "redirect"
     if action == "list":
         return "list", {}
     if action in ("enable", "disable"):
-        return "update", {"id": ns.id, "enabled": action == "enable"}
+        return "update", {"id": ns.id, "type": stype, "enabled": action == "enable"}
     if action == "del":
-        if ":" not in ns.spec and not ns.spec.isdigit():
-            return "del", {"id": ns.spec}
+        if not _is_port_spec(ns.spec):
+            return "del", {"id": ns.spec, "type": stype}
         proto, port = _proto_port(ns.spec)
-        args = {"type": stype, "proto": proto, "port": port}
-        uplink = ns.interface if cmd == "inbound" else ns.src
-        if uplink:
-            args["interface"] = uplink
+        if cmd == "inbound":
+            args = {"type": stype, "proto": proto, "port": port}
+            _put(args, interface=ns.interface)
+        else:
+            args = {"type": stype, "proto": proto, "src_dport": port}
+            _put(args, src=ns.src)
         return "del", args
     proto, port = _proto_port(ns.spec)
     if cmd == "inbound":
@@ -191,8 +234,19 @@ def printable(text):
                    else "\\u%04x" % ord(c) for c in str(text))
 
 
+def cell(value):
+    """A value of a reply as a table shows it: no Python spelling (None, ['a', 'b'], True)."""
+    if value is None or value == "":
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return " ".join(cell(v) for v in value) or "-"
+    return str(value)
+
+
 def _table(rows, headers):
-    rows = [[printable(c) for c in r] for r in rows]
+    rows = [[printable(cell(c)) for c in r] for r in rows]
     widths = [max(len(str(h)), *(len(str(r[i])) for r in rows)) if rows else len(h) for i, h in enumerate(headers)]
     lines = ["  ".join(str(h).ljust(w) for h, w in zip(headers, widths)).rstrip()]
     for r in rows:
@@ -203,23 +257,27 @@ def _table(rows, headers):
 def _show_list(reply, which):
     out = []
     if which in ("exemption", None):
-        rows = [(e["id"], e.get("proto", "?"), e.get("port", "?"), e.get("interface", "?"), e.get("family", ""),
-                 "yes" if e.get("open") else "", e["status"] + (": " + e["error"] if e.get("error") else ""),
-                 e.get("hits", 0), e.get("label") or "") for e in reply["exemptions"]]
+        rows = [(e["id"], e.get("proto"), e.get("port"), e.get("interface"), e.get("family"),
+                 "yes" if e.get("open") else "", _entry_status(e), e.get("hits", 0), e.get("label"))
+                for e in reply["exemptions"]]
         out.append(_table(rows, ("ID", "PROTO", "PORT", "UPLINK", "FAMILY", "OPEN", "STATUS", "HITS", "LABEL"))
                    if rows else "no exemptions")
     if which in ("redirect", None):
         rows = []
         for e in reply["redirects"]:
-            dest = e.get("dest_ip", "?")
-            dest = "[%s]" % dest if ":" in str(dest) else dest
-            rows.append((e["id"], e.get("proto", "?"), e.get("src_dport", "?"), e.get("src", "?"),
-                         "%s:%s" % (dest, e.get("dest_port", "?")), "snat" if e.get("snat") else "client",
-                         e["status"] + (": " + e["error"] if e.get("error") else ""), e.get("hits", 0),
-                         e.get("label") or ""))
+            dest = cell(e.get("dest_ip"))
+            dest = "[%s]" % dest if ":" in dest else dest
+            rows.append((e["id"], e.get("proto"), e.get("src_dport"), e.get("src"),
+                         "%s:%s" % (dest, cell(e.get("dest_port"))), "snat" if e.get("snat") else "client",
+                         _entry_status(e), e.get("hits", 0), e.get("label")))
         out.append(_table(rows, ("ID", "PROTO", "PUBLIC", "UPLINK", "DESTINATION", "SOURCE", "STATUS", "HITS", "LABEL"))
                    if rows else "no forwards")
     return "\n\n".join(out)
+
+
+def _entry_status(e):
+    text = e["status"] + (": " + e["error"] if e.get("error") else "")
+    return text + "".join(" (warning: %s)" % w for w in e.get("warnings", []))
 
 
 def _show_status(r):
@@ -265,6 +323,8 @@ def _show_render(r):
             route["dev"], route["table"]))
     for w in r.get("warnings", []):
         out.append("# warning: %s" % w)
+    for sid, why in sorted(r.get("skipped", {}).items()):
+        out.append("# skipped %s: %s" % (sid, why))
     return "\n".join(out)
 
 
@@ -278,41 +338,65 @@ def _show(method, ns, reply):
     if method == "render":
         return _show_render(reply)
     if method == "add":
-        return "added %s" % reply["id"]
-    if method == "update":
-        return "updated %s" % reply["id"]
-    if method == "del":
-        return "deleted %s" % ", ".join(reply["deleted"])
-    if method == "apply":
-        return "\n".join(["applied"] + ["warning: %s" % w for w in reply.get("warnings", [])])
-    import json
-    return json.dumps(reply, indent=1)
+        head = "added %s" % reply["id"]
+    elif method == "update":
+        head = "updated %s" % reply["id"]
+    elif method == "del":
+        head = "deleted %s" % ", ".join(reply["deleted"])
+    elif method == "apply":
+        head = "stopped: nothing applied (start the service, or run wormhole apply)" if reply.get("stopped") \
+            else "applied"
+    elif method == "settings":
+        head = "applied" if ns.command != "disable" else "disabled: every rule, route and table removed"
+    else:
+        import json
+        return json.dumps(reply, indent=1)
+    return "\n".join([head] + ["warning: %s" % w for w in reply.get("warnings", [])])
+
+
+def _skipped_lines(reply):
+    """Every section the apply or render left out, with why: on stderr, for people and logs."""
+    return ["wormhole: skipped %s: %s\n" % (sid, printable(why)) for sid, why in sorted(reply.get("skipped", {}).items())]
 
 
 def main(argv=None):
-    ns = build_parser().parse_args(argv)
+    parser = build_parser()
+    ns = parser.parse_args(argv)
     if ns.command == "cleanup":
-        return _cleanup()
-    method, args = _to_request(ns)
+        return _cleanup(ns.json)
+    try:
+        method, args = _to_request(ns)
+    except SpecError as e:
+        parser.error("%s: %s" % ("dest" if ns.command == "forward" else "spec", e))
     reply = api.call(method, args)
     if getattr(ns, "json", False):
-        import json
-        sys.stdout.write(json.dumps(reply, indent=1, sort_keys=True) + "\n")
+        _print_json(reply)
     elif "error" in reply:
         err = reply["error"]
         sys.stderr.write("wormhole: %s (%s)\n" % (printable(err["message"]), err["code"]))
     else:
         text = _show(method, ns, reply)
         sys.stdout.write((text if method == "render" else printable(text)) + "\n")
-    return EXIT_ERROR if "error" in reply else 0
-
-
-def _cleanup():
-    reply = api.run_cleanup()
+        if method != "render":
+            sys.stderr.writelines(_skipped_lines(reply))
     if "error" in reply:
+        return EXIT_ERROR
+    return EXIT_SKIPPED if reply.get("skipped") else 0
+
+
+def _print_json(reply):
+    import json
+    sys.stdout.write(json.dumps(reply, indent=1, sort_keys=True) + "\n")
+
+
+def _cleanup(as_json):
+    reply = api.run_cleanup()
+    if as_json:
+        _print_json(reply)
+    elif "error" in reply:
         err = reply["error"]
         sys.stderr.write("wormhole: %s (%s)\n" % (printable(err["message"]), err["code"]))
-        return EXIT_ERROR
-    for e in reply["errors"]:
-        sys.stderr.write("wormhole: cleanup: %s\n" % printable(e))
-    return EXIT_ERROR if reply["errors"] else 0
+    else:
+        for e in reply["errors"]:
+            sys.stderr.write("wormhole: cleanup: %s\n" % printable(e))
+    return EXIT_ERROR if "error" in reply or reply["errors"] else 0

@@ -57,9 +57,23 @@ class Entry:
         return self.rec[self.kind.port_field]
 
     def describe(self):
-        r, k = self.rec, self.kind
-        return "%s %s (%s/%s on %s)" % (self.type, self.id, r.get("proto"), _ports(r.get(k.port_field)),
-                                        r.get(k.uplink_field))
+        k = self.kind
+        return "%s %s (%s/%s on %s)" % (self.type, self.id, self._shown("proto"), self._shown(k.port_field),
+                                        self._shown(k.uplink_field))
+
+    def _shown(self, name):
+        """An option as people read it: the parsed value, else what the section says."""
+        value = self.rec.get(name)
+        if value is not None:
+            return format_value(value)
+        raw = self.raw.get(name)
+        if raw is None or raw == "":
+            return "?"
+        return " ".join(raw) if isinstance(raw, list) else raw
+
+    def reason(self):
+        """Why the entry is skipped, all of it ('port: ...; proto: ...')."""
+        return "; ".join("%s: %s" % e for e in self.errors)
 
 
 def _ports(pr):
@@ -88,6 +102,26 @@ class Config:
         for e in self.entries:
             if e.id == sid:
                 return e
+        return None
+
+    def skipped(self):
+        """{id: reason} of the entry sections left out for what they hold."""
+        return {e.id: e.reason() for e in self.entries if e.errors}
+
+    def notes(self):
+        """What is wrong without skipping an entry: main options on their defaults, options
+        nothing reads (fw4-style tolerance for foreign options, but said), other sections
+        ignored. Shown by apply, render, status and the LuCI page."""
+        out = ["main.%s: %s" % p for p in self.main_problems]
+        out += self.problems
+        out += ["%s: %s: %s" % (e.id, f, m) for e in self.entries for f, m in e.warnings]
+        return out
+
+    def main_refused(self):
+        """(field, message) when `main.enabled` does not parse: neither on nor off is safe to guess."""
+        for field, msg in self.main_problems:
+            if field == "enabled":
+                return "main.enabled", msg
         return None
 
     def uplink_names(self):
@@ -137,8 +171,12 @@ def build(sections, cfg=None):
 def _parse_main(raw, problems):
     rec, errors, warnings = schema.parse_section(schema.MAIN, raw)
     for field, msg in errors:
-        problems.append((field, "%s; using the default %s" % (msg, schema.MAIN[field].default)))
-        rec[field] = schema.MAIN[field].parse(schema.MAIN[field].default)
+        default = schema.MAIN[field].default
+        if field == "enabled":      # not guessed: see Config.main_refused
+            problems.append((field, "%s; nothing is applied until it reads 1 or 0" % msg))
+        else:
+            problems.append((field, "%s; using the default %s" % (msg, default)))
+        rec[field] = schema.MAIN[field].parse(default)
     for field, msg in warnings:
         problems.append((field, msg))
     return rec

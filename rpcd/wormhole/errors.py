@@ -7,10 +7,11 @@ rpcd ignores exit codes and stderr, so every failure a caller should see becomes
 INVALID_ARGUMENT = "invalid_argument"
 NOT_FOUND = "not_found"
 CONFLICT = "conflict"
+CONFIG_ERROR = "config_error"
 APPLY_FAILED = "apply_failed"
 BUSY = "busy"
 
-CODES = (INVALID_ARGUMENT, NOT_FOUND, CONFLICT, APPLY_FAILED, BUSY)
+CODES = (INVALID_ARGUMENT, NOT_FOUND, CONFLICT, CONFIG_ERROR, APPLY_FAILED, BUSY)
 
 
 class WormholeError(Exception):

@@ -197,6 +197,14 @@ def route_get(dest, extra=()):
     return data[0] if data else None
 
 
+def is_local_address(addr):
+    """Whether `addr` (an ipaddress address) is configured on one of this host's interfaces."""
+    fam = "ipv4" if addr.version == 4 else "ipv6"
+    data = _ip(["ip", "-j", "-4" if addr.version == 4 else "-6", "addr", "show"], lambda: rtnl.addresses(fam)) or []
+    text = str(addr)
+    return any(a.get("local") == text for link in data for a in link.get("addr_info", []))
+
+
 def reached_by(dest, uplink_devices):
     """How the router reaches `dest`: "uplink" (a hairpin), "tunnel" (a point-to-point
     device such as WireGuard), "lan", or None when it is not routable."""

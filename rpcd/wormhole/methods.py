@@ -38,7 +38,11 @@ ARG_TYPES = {
     "src": (STRING,), "src_dport": _PORT, "src_dip": (STRING,), "src_ip": (ARRAY, STRING),
     "dest_ip": (STRING,), "dest_port": _PORT, "snat": _FLAG,
     "mss": _PORT, "reply": _FLAG,
+    "mark_mask": (STRING,), "priority": _PORT, "table_base": _PORT, "fwmark_accept": _FLAG,
+    "unless_stopped": _FLAG,
 }
+
+MAIN_OPTIONS = ("enabled", "backend", "mark_mask", "priority", "table_base", "fwmark_accept")
 
 # The rpcd type hint per JSON type. No integer here on purpose (see the module docstring).
 _EXAMPLE = {STRING: "", BOOLEAN: True, ARRAY: []}
@@ -50,15 +54,16 @@ METHODS = {
     "list": (),
     "status": (),
     "add": _ALL_ENTRY,
-    "update": ("id",) + _ALL_ENTRY[1:],
-    "del": ("id", "type", "proto", "port", "interface"),
-    "apply": (),
+    "update": ("id",) + _ALL_ENTRY,
+    "del": ("id", "type", "proto", "port", "interface", "src_dport", "src"),
+    "settings": MAIN_OPTIONS,
+    "apply": ("unless_stopped",),
     "render": ("backend",),
     "check": (),
 }
 
 # The ACL grants follow these two lists (tests/test_acl.py): every method is in exactly one.
-WRITE_METHODS = ("add", "update", "del", "apply")
+WRITE_METHODS = ("add", "update", "del", "settings", "apply")
 READ_METHODS = ("list", "status", "render", "check")
 
 

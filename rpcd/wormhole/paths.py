@@ -20,6 +20,9 @@ FW3_RULES = "/usr/share/wormhole/fw3-{family}.rules"
 STATE_DIR = "/var/run/wormhole"
 LAST_APPLY = STATE_DIR + "/last-apply.json"
 APPLIED_STATE = STATE_DIR + "/applied.json"
+# Present while the service is stopped (init stop, cleanup): the hotplug hook then does not
+# re-apply. On tmpfs, so a reboot starts the service again.
+STOPPED_FLAG = STATE_DIR + "/stopped"
 LOCK_FILE = "/var/lock/wormhole.lock"
 UCI_SAVEDIR = STATE_DIR + "/uci"
 

@@ -169,6 +169,7 @@ def int_range(lo, hi):
         if not lo <= v <= hi:
             raise ValueError("%d is out of range (%d to %d)" % (v, lo, hi))
         return v
+    parse.json_types = ("string", "integer")
     return parse
 
 
@@ -301,7 +302,7 @@ def json_types(opt):
         return JSON_FLAG
     if opt.parse in (parse_port_range, parse_mss):
         return JSON_PORT
-    return ("string",)
+    return getattr(opt.parse, "json_types", ("string",))
 
 
 def _raw_values(opt, raw):

@@ -1,5 +1,7 @@
 """Small runtime state under /var/run/wormhole: the last apply's outcome and what it installed."""
 
+import os
+
 from . import fsutil, jsonio, paths
 
 
@@ -33,3 +35,15 @@ def applied():
 
 def save_applied(record):
     _save(paths.APPLIED_STATE, record)
+
+
+def stopped():
+    """The service was stopped (init stop, `wormhole cleanup`) and not started since."""
+    return os.path.exists(paths.under_root(paths.STOPPED_FLAG))
+
+
+def set_stopped(flag):
+    if flag:
+        fsutil.atomic_write(paths.under_root(paths.STOPPED_FLAG), "stopped\n")
+    else:
+        fsutil.remove_file(paths.under_root(paths.STOPPED_FLAG))

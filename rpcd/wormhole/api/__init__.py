@@ -20,6 +20,7 @@ HANDLERS = {
     "update": write.update,
     "del": write.delete,
     "apply": write.apply_method,
+    "settings": write.settings,
     "render": views.render_method,
     "check": views.check,
 }

@@ -2,12 +2,12 @@
 nothing; what they know of the system they ask of facts."""
 
 from .. import config, facts, fsutil, paths, schema, state
-from ..errors import CONFLICT, WormholeError, invalid
+from ..errors import CONFIG_ERROR, WormholeError, invalid
 
 
 def _readable(cfg):
     if cfg.error:
-        raise WormholeError(CONFLICT, "config: %s" % cfg.error, field="config")
+        raise WormholeError(CONFIG_ERROR, "config: %s" % cfg.error, field="config")
     return cfg
 
 
@@ -52,6 +52,8 @@ def list_entries(args):
         if reason:
             view["error"] = reason
         view["hits"] = _hits(e, counters)[0] if e.valid else 0
+        if e.warnings:
+            view["warnings"] = ["%s: %s" % w for w in e.warnings]
         if e.type == "redirect":
             # what the UI's "Via" column shows: lan, tunnel, uplink (hairpin) or None
             view["via"] = facts.reached_by(e.rec["dest_ip"], {u["device"] for u in ups.values()}) \
@@ -117,14 +119,8 @@ def status(args):
 
 
 def config_warnings(cfg):
-    out = []
-    if cfg.error:
-        out.append("config: %s" % cfg.error)
-    out += ["main.%s: %s" % p for p in cfg.main_problems]
-    out += cfg.problems
-    for e in cfg.entries:
-        out += ["%s: %s: %s" % (e.id, f, m) for f, m in e.errors + e.warnings]
-    return out
+    out = ["config: %s" % cfg.error] if cfg.error else []
+    return out + ["%s: %s" % item for item in cfg.skipped().items()] + cfg.notes()
 
 
 def _sysctl_warnings(cfg, ups):
@@ -160,8 +156,16 @@ def render_method(args):
     from .. import render
     f = facts.gather(cfg)
     plan = render.render(cfg, f, fw)
-    return {"files": plan["files"], "routing": plan["routing"], "warnings": plan["warnings"],
-            "skipped": plan["skipped"]}
+    return {"files": plan["files"], "routing": plan["routing"], "warnings": cfg.notes() + plan["warnings"],
+            "skipped": skipped_sections(cfg, plan)}
+
+
+def skipped_sections(cfg, plan=None):
+    """{id: reason} of every entry a render leaves out: bad options, and what the render
+    found (an unknown uplink, an unusable device). Disabled entries are not skipped."""
+    out = cfg.skipped()
+    out.update((plan or {}).get("skipped", {}))
+    return out
 
 
 def check(args):

@@ -1,4 +1,4 @@
-"""The methods that change something: add, update, del, apply, and the CLI's cleanup.
+"""The methods that change something: add, update, del, settings, apply, and the CLI's cleanup.
 
 Writers hold one lock shared by plugin, CLI, init and hotplug for the whole
 read-validate-write-apply sequence, so concurrent writers queue instead of losing each
@@ -7,10 +7,11 @@ other's changes; a writer that cannot get it in time gets `busy`.
 
 import os
 
-from .. import config, facts, fsutil, paths, schema
-from ..errors import APPLY_FAILED, BUSY, CONFLICT, NOT_FOUND, WormholeError, invalid
+from .. import config, facts, fsutil, paths, schema, state
+from ..errors import APPLY_FAILED, BUSY, CONFIG_ERROR, CONFLICT, NOT_FOUND, WormholeError, invalid
 from ..uci import UciError
 from .args import entry_type, only_options_of, parse_arg
+from .views import skipped_sections
 
 LOCK_TIMEOUT = float(os.environ.get("WORMHOLE_LOCK_TIMEOUT", "5"))
 
@@ -35,9 +36,19 @@ class WriterLock:
 def _load_for_write():
     cfg = config.load()
     if cfg.error:
-        raise WormholeError(CONFLICT, "the config file cannot be read, so nothing was changed: %s" % cfg.error,
+        raise WormholeError(CONFIG_ERROR, "config: cannot be read, so nothing was changed: %s" % cfg.error,
                             field="config")
+    _refuse_unknown_state(cfg)
     return cfg
+
+
+def _refuse_unknown_state(cfg):
+    """`main.enabled` that reads neither on nor off: applying would guess (issue 14)."""
+    refused = cfg.main_refused()
+    if refused:
+        field, msg = refused
+        raise invalid(field, "%s (fix it with `wormhole enable` or `wormhole disable`); nothing was changed"
+                      % msg)
 
 
 def _validate(entry, cfg):
@@ -49,6 +60,11 @@ def _validate(entry, cfg):
             field = entry.kind.port_field
             raise WormholeError(CONFLICT, "%s: overlaps %s" % (field, other.describe()), field=field)
     _check_uplink(entry, cfg)
+    if entry.type == "redirect" and facts.is_local_address(entry.rec["dest_ip"]):
+        port = schema.format_port_range(entry.ports)
+        raise invalid("dest_ip", "%s is an address of this router: a service on the router needs no forward; "
+                      "use an exemption (`wormhole inbound add %s:%s --open`)" % (entry.rec["dest_ip"],
+                                                                                  entry.rec["proto"], port))
 
 
 def _check_uplink(entry, cfg):
@@ -80,20 +96,18 @@ def add(args):
             options = {k: v for k, v in config.canonical_options(kind.name, entry.rec, given).items()
                        if v is not None}
             s.ed.add(kind.name, sid, options)
-        _apply_locked(sid, s.written())
-        return {"id": sid, "applied": True}
+        return dict(_apply_locked(sid, s.written()), id=sid)
 
 
 def update(args):
     sid = args.pop("id", None)
     if not sid:
         raise invalid("id", "is required")
+    stype = args.pop("type", None)
     with WriterLock():
         with _Session() as s:
             cfg = s.cfg
-            current = cfg.find(sid)
-            if current is None:
-                raise WormholeError(NOT_FOUND, "id: no exemption or redirect %s" % schema.shown(sid), field="id")
+            current = _find(cfg, sid, stype)
             only_options_of(current.kind, args)
             merged = dict(current.raw)
             for k, v in args.items():
@@ -105,8 +119,19 @@ def update(args):
             changes = config.canonical_options(current.type, entry.rec, [k for k in args if args[k] not in ("", [])])
             changes.update({k: None for k in args if args[k] in ("", [])})
             s.ed.set(sid, changes)
-        _apply_locked(sid, s.written())
-        return {"id": sid, "applied": True}
+        return dict(_apply_locked(sid, s.written()), id=sid)
+
+
+def _find(cfg, sid, stype=None):
+    """The entry `sid`; with `stype`, only an entry of that type (a verb of one type never
+    touches the other: `forward del ex_1` is refused, not an exemption deleted)."""
+    current = cfg.find(sid)
+    if current is None:
+        raise WormholeError(NOT_FOUND, "id: no exemption or redirect %s" % schema.shown(sid), field="id")
+    if stype is not None and current.type != entry_type({"type": stype}).name:
+        raise WormholeError(NOT_FOUND, "id: %s is %s, not %s" % (schema.shown(sid), current.kind.noun,
+                                                                 schema.ENTRY_TYPES[stype].noun), field="id")
+    return current
 
 
 def delete(args):
@@ -115,29 +140,36 @@ def delete(args):
             ids = _select_for_delete(s.cfg, args)
             for sid in ids:
                 s.ed.delete(sid)
-        _apply_locked(cfg=s.written())
-        return {"deleted": ids, "applied": True}
+        return dict(_apply_locked(cfg=s.written()), deleted=ids)
 
 
 def _select_for_delete(cfg, args):
+    """By id, or by the spec `add` took: proto and the public port, on its uplink
+    (an exemption's `port`/`interface`, a redirect's `src_dport`/`src`)."""
     if "id" in args:
-        if set(args) - {"id"}:
-            raise invalid(sorted(set(args) - {"id"})[0], "give either id, or proto and port")
-        if cfg.find(args["id"]) is None:
-            raise WormholeError(NOT_FOUND, "id: no exemption or redirect %s" % schema.shown(args["id"]), field="id")
-        return [args["id"]]
-    if "port" not in args:
-        if args:  # deleting by proto and port, but the port is missing
-            raise invalid("port", "is required to delete by proto and port (or give id)")
-        raise invalid("id", "give an id, or proto and port")
+        extra = set(args) - {"id", "type"}
+        if extra:
+            raise invalid(sorted(extra)[0], "give either id, or proto and port")
+        return [_find(cfg, args["id"], args.get("type")).id]
     kind = entry_type(args)
+    for name in args:
+        if name not in ("proto", kind.port_field, kind.uplink_field):
+            raise invalid(name, "is not how %s is deleted: give id, or proto, %s and %s"
+                          % (kind.noun, kind.port_field, kind.uplink_field))
+    if kind.port_field not in args:
+        if args:  # deleting by proto and port, but the port is missing
+            raise invalid(kind.port_field, "is required to delete by proto and port (or give id)")
+        raise invalid("id", "give an id, or proto and port")
     proto = args.get("proto", "tcp")
     parse_arg("proto", schema.enum(*schema.PROTOS), proto)
-    port = parse_arg("port", schema.parse_port_range, args["port"])
+    port = parse_arg(kind.port_field, schema.parse_port_range, args[kind.port_field])
+    uplink = args.get(kind.uplink_field)
     ids = [e.id for e in cfg.entries if e.type == kind.name and e.valid and e.rec["proto"] == proto
-           and e.ports == port and ("interface" not in args or e.uplink == args["interface"])]
+           and e.ports == port and (uplink is None or e.uplink == uplink)]
     if not ids:
-        raise WormholeError(NOT_FOUND, "port: no %s for %s/%s" % (kind.name, proto, args["port"]), field="port")
+        raise WormholeError(NOT_FOUND, "%s: no %s for %s/%s%s" % (
+            kind.port_field, kind.name, proto, args[kind.port_field], " on %s" % uplink if uplink else ""),
+            field=kind.port_field)
     return ids
 
 
@@ -155,11 +187,19 @@ class _Session:
         try:
             self.ed = self._cm.__enter__()
         except (UciError, OSError) as e:
-            raise WormholeError(CONFLICT, "config: cannot be read, so nothing was changed: %s" % e,
+            raise WormholeError(CONFIG_ERROR, "config: cannot be read, so nothing was changed: %s" % e,
                                 field="config") from None
         self.cfg = config.build(self.ed.sections())
         self._after = None
+        if not self.allow_bad_main:
+            try:
+                _refuse_unknown_state(self.cfg)
+            except WormholeError as e:
+                self._cm.__exit__(WormholeError, e, None)     # an exception: nothing is written
+                raise
         return self
+
+    allow_bad_main = False
 
     def __exit__(self, et, ev, tb):
         if et is None:
@@ -167,12 +207,12 @@ class _Session:
         try:
             self._cm.__exit__(et, ev, tb)
         except UciError as e:
-            raise WormholeError(CONFLICT, "config: %s" % e, field="config") from None
+            raise WormholeError(CONFIG_ERROR, "config: %s" % e, field="config") from None
         except OSError as e:
-            raise WormholeError(CONFLICT, "config: cannot be written, so nothing was changed: %s" % e,
+            raise WormholeError(CONFIG_ERROR, "config: cannot be written, so nothing was changed: %s" % e,
                                 field="config") from None
         if isinstance(ev, UciError):
-            raise WormholeError(CONFLICT, "config: %s" % ev, field="config") from None
+            raise WormholeError(CONFIG_ERROR, "config: %s" % ev, field="config") from None
         return False
 
     def written(self):
@@ -180,30 +220,63 @@ class _Session:
 
 
 def apply_method(args):
+    """Apply the config on disk. `unless_stopped` (the hotplug hook): do nothing while the
+    service is stopped (`/etc/init.d/wormhole stop`, `wormhole cleanup`), so a DHCP renew or
+    a VPN reconnect does not put back what the owner removed; checked under the lock."""
     with WriterLock():
-        warnings = _apply_locked(cfg=_load_for_write())
-        return {"applied": True, "warnings": warnings}
+        if parse_arg("unless_stopped", schema.parse_bool, args.get("unless_stopped", "0")) and state.stopped():
+            return {"applied": False, "stopped": True, "warnings": [], "skipped": {}}
+        return _apply_locked(cfg=_load_for_write())
+
+
+MAIN_SETTINGS = tuple(schema.MAIN)
+
+
+def settings(args):
+    """Set options of `main` (`enabled`, `backend`, ...), then apply: `wormhole enable` /
+    `disable`. The one write allowed while `main.enabled` does not parse: it is the fix."""
+    if not args:
+        raise invalid("enabled", "give at least one option of main (%s)" % ", ".join(MAIN_SETTINGS))
+    rec, errors, _w = schema.parse_section({k: schema.MAIN[k] for k in args}, args)
+    for field, msg in errors:
+        raise invalid(field, msg)
+    with WriterLock():
+        s = _Session()
+        s.allow_bad_main = True
+        with s:
+            if "enabled" not in args:
+                _refuse_unknown_state(s.cfg)
+            if not any(sec.type == "wormhole" and sec.name == "main" for sec in s.ed.sections()):
+                s.ed.add("wormhole", "main", {})
+            s.ed.set("main", {k: config.format_value(rec[k]) for k in args})
+        return _apply_locked(cfg=s.written())
 
 
 def _apply_locked(sid=None, cfg=None):
-    """Apply the config (as just written, or as on disk); returns warnings.
+    """Apply the config (as just written, or as on disk): {"applied", "warnings", "skipped"},
+    where skipped names every entry left out and why.
 
     The caller holds the lock. Raises apply_failed (with `id` when a change triggered it).
     """
     from .. import apply as applier, render     # writers only: `list`/`status` load neither
     cfg = cfg or config.load()
+    _refuse_unknown_state(cfg)
     fw = facts.backend(cfg)
+    plans = []
 
     def make_plan():
         f = facts.gather(cfg)
-        return f, render.render(cfg, f, fw)
+        plans.append(render.render(cfg, f, fw))
+        return f, plans[-1]
 
     try:
-        return applier.install(cfg, fw, make_plan)
+        warnings = applier.install(cfg, fw, make_plan)
     except applier.ApplyError as e:
         extra = {"id": sid} if sid else {}
         raise WormholeError(APPLY_FAILED, "apply failed, previous rules kept (the change is saved): %s" % e,
                             **extra) from None
+    return {"applied": True, "warnings": cfg.notes() + warnings,
+            "skipped": skipped_sections(cfg, plans[-1] if plans else None)}
 
 
 def cleanup():
@@ -211,4 +284,4 @@ def cleanup():
     {"errors": [...]}: what could not be removed, an empty list when everything went."""
     from .. import apply as applier
     with WriterLock():
-        return {"errors": applier.remove_everything(config.load().main)}
+        return {"errors": applier.stop(config.load().main)}

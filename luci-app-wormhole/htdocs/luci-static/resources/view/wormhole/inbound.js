@@ -624,8 +624,9 @@ return view.extend({
 	hintsFor: function(e) {
 		var seen = {}, out = [];
 		(this.findings[e.id] || []).forEach(function(f) {
-			/* a skipped section's reason is already shown as the row's error */
-			if (f.level == 'ok' || (e.error && f.check == 'config' && f.level == 'error'))
+			/* a skipped section's reason is already shown as the row's error, and an
+			 * option nothing reads as the row's warning (list's `warnings`) */
+			if (f.level == 'ok' || (f.check == 'config' && (e.error ? f.level == 'error' : (e.warnings || []).length)))
 				return;
 			var fix = findingFix(f), key = fix || f.message;
 			if (seen[key])
@@ -639,13 +640,16 @@ return view.extend({
 	refreshStatus: function(td, e) {
 		var hints = this.hintsFor(e), self = this;
 
-		setContent(td, [ e.status, e.error, hints, this.can, !!this.rdForm ], function() {
+		setContent(td, [ e.status, e.error, e.warnings, hints, this.can, !!this.rdForm ], function() {
 			var st = STATES[e.status] || STATES.error,
 			    nodes = [ E('span', { 'class': 'wh-state', 'style': 'color:' + st.color },
 				[ (st.dot ? '● ' : '') + (STATES[e.status] ? st.text() : String(e.status || '?')) ]) ];
 
 			if (e.error)
 				nodes.push(E('div', { 'class': 'wh-reason' }, [ e.error ]));
+			(e.warnings || []).forEach(function(w) {
+				nodes.push(E('div', { 'class': 'wh-warning', 'style': 'color:' + STATES.inert.color }, [ w ]));
+			});
 
 			hints.forEach(function(h) {
 				nodes.push(E('div', {
