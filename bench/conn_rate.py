@@ -4,7 +4,9 @@ New inbound TCP connections per second through the lab router (kill-switch activ
 an in-process generator in the client namespace (connect, then close with RST so no
 TIME_WAIT piles up) to a server that accepts and closes: for exemptions a router service,
 for port forwards a LAN host behind DNAT. With 10, 1,000 and 10,000 entries; the target
-port is the last entry.
+port is the last entry. Also exemptions that each carry a client allowlist (`src_ip`:
+the lab client's /24 and two other prefixes), whose new connections pass one more lookup
+(the entry's own `allow_` chain, an anonymous set): that must stay flat too.
 
 Ours: the `table inet wormhole` the product renders for that config (`wormhole render`),
 loaded under another name. Baseline, the same run: a one-rule-per-entry table with the
@@ -49,7 +51,8 @@ PAIRS = 12              # for the comparisons with a target; the baselines degra
 BASELINE_PAIRS = 4
 QUICK_PAIRS = 2
 RUN_S = 0.4
-EX_FIRST, RD_FIRST = 20000, 40000
+EX_FIRST, RD_FIRST, AL_FIRST = 20000, 40000, 30000
+ALLOWLIST = "198.51.100.0/24 203.0.113.0/24 2001:db8:99::/48"    # the lab client is 198.51.100.10
 LAN_PORT = 8000
 BULK_PORT = 443
 BULK_FORWARD = 8443
@@ -75,7 +78,7 @@ def run(ctx):
     def measure(name):
         _wake(nsx["router"], awake, name)
         kind, n = name.split("_")[1], int(name.rsplit("_", 1)[1])
-        port = (EX_FIRST if kind == "ex" else RD_FIRST) + n - 1
+        port = {"ex": EX_FIRST, "rd": RD_FIRST, "al": AL_FIRST}[kind] + n - 1
         return client.call(lambda: connect_loop(lab.wan4, port, RUN_S))
     rows = []
     small = min(sizes)
@@ -86,6 +89,11 @@ def run(ctx):
                 pairs = QUICK_PAIRS if ctx.quick else PAIRS if with_target else BASELINE_PAIRS
                 rows.append(_compare(measure, "%s_%s_" % (variant, kind), small, n, pairs,
                                      "%s, %d %s: new conn/s" % (label, n, what), with_target))
+    for n in sizes[1:]:
+        with_target = n == max(sizes)
+        pairs = QUICK_PAIRS if ctx.quick else PAIRS if with_target else BASELINE_PAIRS
+        rows.append(_compare(measure, "ours_al_", small, n, pairs,
+                             "wormhole, %d exemptions with allowlists: new conn/s" % n, with_target))
     rows += _bulk(lab, nsx, tables, ctx.quick)
     return rows, {"setup_s": round(setup_s, 1)}
 
@@ -140,6 +148,7 @@ def _setup(lab, nsx, sizes):
     router = nsx["router"]
     for n in sizes:
         lab.fw4_accept_input(zone="wan", proto="tcp", port=EX_FIRST + n - 1, reload=False)
+        lab.fw4_accept_input(zone="wan", proto="tcp", port=AL_FIRST + n - 1, reload=False)
     lab.fw4_reload()
     tables = {}
     for n in sizes:
@@ -147,6 +156,8 @@ def _setup(lab, nsx, sizes):
         rd = common.redirect_ports(n, RD_FIRST, lab.lan4, LAN_PORT)
         tables["ours_ex_%d" % n] = _ours(lab, router, ex, [], "ours_ex_%d" % n)
         tables["ours_rd_%d" % n] = _ours(lab, router, [], rd, "ours_rd_%d" % n)
+        al = [(sid.replace("ex_", "al_"), dict(opts, src_ip=ALLOWLIST)) for sid, opts in common.exemption_ports(n, AL_FIRST)]
+        tables["ours_al_%d" % n] = _ours(lab, router, al, [], "ours_al_%d" % n)
         ports_ex = [EX_FIRST + i for i in range(n)]
         ports_rd = [RD_FIRST + i for i in range(n)]
         tables["naive_ex_%d" % n] = naive_table("naive_ex_%d" % n, ports_ex)
@@ -161,6 +172,7 @@ def _setup(lab, nsx, sizes):
         router.run(["nft", "-f", path], timeout=600).check("loading %s" % name)
     for n in sizes:
         _acceptor(lab, "router", EX_FIRST + n - 1)
+        _acceptor(lab, "router", AL_FIRST + n - 1)
     _acceptor(lab, "lan", LAN_PORT)
     return tables
 

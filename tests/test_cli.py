@@ -13,6 +13,8 @@ from wormhole import cli
     (["inbound", "add", "443"], "add", {"proto": "tcp", "port": "443"}),
     (["inbound", "add", "udp:60000-61000", "--open", "--family", "ipv4", "--interface", "wan2", "--disabled"], "add",
      {"proto": "udp", "port": "60000-61000", "open": True, "family": "ipv4", "interface": "wan2", "enabled": False}),
+    (["inbound", "add", "tcp:22", "--allow", "203.0.113.7", "--allow", "2001:db8:99::/48", "--open"], "add",
+     {"proto": "tcp", "port": "22", "src_ip": ["203.0.113.7", "2001:db8:99::/48"], "open": True}),
     (["inbound", "del", "tcp:443"], "del", {"type": "exemption", "proto": "tcp", "port": "443"}),
     (["inbound", "del", "ex_12ab34"], "del", {"id": "ex_12ab34", "type": "exemption"}),
     (["inbound", "del", "8000-8010"], "del", {"type": "exemption", "proto": "tcp", "port": "8000-8010"}),

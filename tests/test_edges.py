@@ -171,3 +171,45 @@ def test_an_unwritable_config_has_its_own_code(tmp_path, netns):
     assert (reply["error"]["code"], reply["error"]["field"]) == ("config_error", "config")
     reply, _ = support.plugin(r, "list", ns=netns)
     assert reply["error"]["code"] == "config_error"
+
+
+def _vpn_device(netns, name="vpn0"):
+    netns.exec(["ip", "link", "add", name, "type", "veth", "peer", "name", name + "p"])
+    netns.exec(["ip", "link", "set", name + "p", "up"])
+    netns.exec(["ip", "addr", "add", "10.99.0.2/30", "dev", name])
+    netns.exec(["ip", "link", "set", name, "up"])
+
+
+@pytest.mark.parametrize("style", ["pbr", "tailscale"])
+def test_a_vpn_that_captures_by_marks_and_rules_is_seen(tmp_path, netns, style):
+    """pbr's policies mark traffic (0x00ff0000 bits) and route the marks by ip rules from
+    30000; a Tailscale exit node routes by its table 52 (rules 5210-5270). Neither touches
+    the main default route, so a probe without a mark alone said "kill-switch off"."""
+    r = tmp_path / "root"
+    support.write_config(r, support.UPLINK_WAN)
+    assert support.plugin(r, "status", ns=netns)[0]["killswitch"]["active"] is False
+    _vpn_device(netns)
+    if style == "pbr":
+        netns.exec(["ip", "route", "add", "default", "dev", "vpn0", "table", "30001"])
+        netns.exec(["ip", "rule", "add", "fwmark", "0x10000/0xff0000", "lookup", "30001", "priority", "30000"])
+    else:
+        netns.exec(["ip", "route", "add", "default", "dev", "vpn0", "table", "52"])
+        netns.exec(["ip", "rule", "add", "fwmark", "0x80000/0xff0000", "lookup", "main", "priority", "5210"])
+        netns.exec(["ip", "rule", "add", "lookup", "52", "priority", "5270"])
+    ks = support.plugin(r, "status", ns=netns)[0]["killswitch"]
+    assert ks["active"] is True and ks["via"] == "vpn0", ks
+    if style == "pbr":
+        assert ks["marked"] is True and "0x10000/0xff0000" in ks["reason"] and "30000" in ks["reason"]
+    # and the exemptions are then active, not inert
+    support.write_config(r, support.UPLINK_WAN + "\nconfig exemption 'ex_a'\n\toption port '443'\n")
+    assert support.cli(r, "apply", ns=netns).returncode == 0
+    (entry,) = support.plugin(r, "list", ns=netns)[0]["exemptions"]
+    assert entry["status"] == "active", entry
+
+
+def test_our_own_mark_rules_are_not_a_killswitch(tmp_path, netns):
+    r = tmp_path / "root"
+    support.write_config(r, support.UPLINK_WAN + "\nconfig exemption 'ex_a'\n\toption port '443'\n")
+    assert support.cli(r, "apply", ns=netns).returncode == 0
+    assert "fwmark" in netns.exec(["ip", "rule"]).stdout
+    assert support.plugin(r, "status", ns=netns)[0]["killswitch"]["active"] is False

@@ -358,3 +358,59 @@ def test_open_is_the_only_input_accept_and_is_off_by_default(lab):
     assert "error" not in wh_json(lab, "inbound", "del", sid)
     add(lab, "tcp:8080", "--open")
     assert lab.tcp_request("client", lab.wan4, 8080) is not None
+
+
+OTHERS = ("203.0.113.0/24", "2001:db8:99::/48")      # not the lab's client, one per family
+
+
+def _allow(*nets):
+    return [a for n in nets for a in ("--allow", n)]
+
+
+def _client(lab, family):
+    dst, client = (lab.wan4, lab.client4) if family == 4 else (lab.wan6, lab.client6)
+    return dst, client, "%s/%d" % (client, 32 if family == 4 else 128)
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("backend", BACKENDS)
+@pytest.mark.parametrize("family", [4, 6])
+def test_an_allowlist_marks_only_its_clients(lab, backend, family):
+    """`--allow`: only the listed clients are marked, so only their replies leave by the
+    WAN; any other client gets what it got without the exemption (the kill-switch)."""
+    configure(lab, backend)
+    dst, client, mine = _client(lab, family)
+    for port in (8443, 8444):
+        lab.fw4_accept_input(zone="wan", proto="tcp", port=port)
+        lab.tcp_server("router", port)
+    add(lab, "tcp:8443", *_allow(mine, *OTHERS))
+    add(lab, "tcp:8444", *_allow(*OTHERS))
+    wan, wg = lab.dev("router", "wan"), lab.dev("router", "wg")
+    with lab.egress_counter("router", sport=8444, proto="tcp") as out:
+        assert lab.tcp_request("client", dst, 8444, timeout=1.5) is None, "a client not listed is not exempted"
+        assert out.packets(wan) == 0, out.read()
+    with lab.egress_counter("router", sport=8443, proto="tcp") as out:
+        reply = lab.tcp_request("client", dst, 8443)
+        assert reply is not None and reply.peer_ip == client
+        assert out.packets(wan) > 0 and out.packets(wg) == 0, out.read()
+    listed = {e["port"]: e for e in wh_json(lab, "inbound", "list")["exemptions"]}
+    assert listed["8443"]["src_ip"] == [mine] + list(OTHERS) and listed["8443"]["status"] == "active"
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("family", [4, 6])
+def test_open_with_an_allowlist_accepts_only_its_clients(lab, family):
+    """`--open --allow`: the firewall accepts the listed clients and no one else. With the
+    kill-switch off, so that only the accept decides. (fw4: the lab's firewall is fw4's
+    table, which an iptables accept cannot override; fw3's accept is the same connmark test
+    as without an allowlist, golden case exemption_allowlist.)"""
+    configure(lab)
+    lab.killswitch("off")
+    dst, client, mine = _client(lab, family)
+    for port in (8445, 8446):
+        lab.tcp_server("router", port)
+    add(lab, "tcp:8445", "--open", *_allow(mine))
+    add(lab, "tcp:8446", "--open", *_allow(*OTHERS))
+    reply = lab.tcp_request("client", dst, 8445)
+    assert reply is not None and reply.peer_ip == client
+    assert lab.tcp_request("client", dst, 8446, timeout=1.5) is None, "open must not accept a client not listed"

@@ -115,7 +115,10 @@ def build_parser():
     a.add_argument("--label", help="free text shown in lists and rule comments")
     a.add_argument("--interface", help="uplink whose inbound connections are covered (default wan)")
     a.add_argument("--family", choices=("any", "ipv4", "ipv6"))
-    a.add_argument("--open", action="store_true", help="also accept the port in the firewall input")
+    a.add_argument("--allow", action="append", metavar="CIDR",
+                   help="only this client address/prefix (repeatable); default: anyone on the internet")
+    a.add_argument("--open", action="store_true",
+                   help="also accept the port in the firewall input (to the clients of --allow, or to everyone)")
     a.add_argument("--disabled", action="store_true", help="add it switched off")
     _json(a)
     _by_id_commands(isub, "exemption", "exemptions", "--interface")
@@ -204,6 +207,8 @@ def _to_request(ns):
     if cmd == "inbound":
         args = {"proto": proto, "port": port}
         _put(args, label=ns.label, interface=ns.interface, family=ns.family)
+        if ns.allow:
+            args["src_ip"] = ns.allow
         if ns.open:
             args["open"] = True
     else:
@@ -258,9 +263,9 @@ def _show_list(reply, which):
     out = []
     if which in ("exemption", None):
         rows = [(e["id"], e.get("proto"), e.get("port"), e.get("interface"), e.get("family"),
-                 "yes" if e.get("open") else "", _entry_status(e), e.get("hits", 0), e.get("label"))
-                for e in reply["exemptions"]]
-        out.append(_table(rows, ("ID", "PROTO", "PORT", "UPLINK", "FAMILY", "OPEN", "STATUS", "HITS", "LABEL"))
+                 "yes" if e.get("open") else "", e.get("src_ip") or "anyone", _entry_status(e), e.get("hits", 0),
+                 e.get("label")) for e in reply["exemptions"]]
+        out.append(_table(rows, ("ID", "PROTO", "PORT", "UPLINK", "FAMILY", "OPEN", "CLIENTS", "STATUS", "HITS", "LABEL"))
                    if rows else "no exemptions")
     if which in ("redirect", None):
         rows = []

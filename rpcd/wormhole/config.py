@@ -198,7 +198,16 @@ def parse_entry(sid, stype, options, index=0):
     rec, errors, warnings = schema.parse_section(table, options)
     if not errors and stype == "redirect":
         _check_redirect(rec, errors, warnings)
+    if not errors and stype == "exemption":
+        _check_exemption(rec, errors)
     return Entry(sid, stype, dict(options), rec, errors, warnings, index)
+
+
+def _check_exemption(rec, errors):
+    wanted = schema.FAMILY_VERSIONS[rec["family"]]
+    for net in rec["src_ip"]:
+        if net.version not in wanted:
+            errors.append(("src_ip", "%s is IPv%d but family is %s" % (net, net.version, rec["family"])))
 
 
 def _check_redirect(rec, errors, warnings):

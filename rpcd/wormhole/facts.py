@@ -190,10 +190,10 @@ def route_get(dest, extra=()):
     """`ip route get DEST [from SRC iif DEV]` as a dict, or None when there is no route."""
     argv = ["ip", "-j", "route", "get", dest] + list(extra)
     opts = dict(zip(extra[::2], extra[1::2]))
-    if set(opts) - {"from", "iif"} or len(extra) % 2:
+    if set(opts) - {"from", "iif", "mark"} or len(extra) % 2:
         data = system.run_json(argv)
     else:
-        data = _ip(argv, lambda: rtnl.route_get(dest, src=opts.get("from"), iif=opts.get("iif")))
+        data = _ip(argv, lambda: rtnl.route_get(dest, src=opts.get("from"), iif=opts.get("iif"), mark=opts.get("mark")))
     return data[0] if data else None
 
 
@@ -234,7 +234,32 @@ def killswitch(ups):
         if route["dev"] not in devices:
             return {"active": True, "via": route["dev"],
                     "reason": "traffic from %s to the internet leaves by %s, not by an uplink" % (who, route["dev"])}
-    return {"active": False, "via": None, "reason": "traffic to the internet leaves by the uplink"}
+    return _marked_capture(devices) or \
+        {"active": False, "via": None, "reason": "traffic to the internet leaves by the uplink"}
+
+
+def _marked_capture(devices):
+    """A VPN that takes traffic by firewall mark and ip rule instead of the default route
+    (pbr's policies, mwan3, a Tailscale exit node's marks, WireGuard's own fwmark rule):
+    unmarked probes leave by the uplink, but traffic the firewall marks does not. Ask the
+    kernel where each fwmark rule's traffic goes, with that mark."""
+    for fam, probe in (("ipv4", PROBE4), ("ipv6", PROBE6)):
+        rules = _ip(["ip", "-j", _flag(fam), "rule", "show"], lambda: rtnl.rules(fam)) or []
+        for rule in sorted(rules, key=lambda r: r.get("priority", 0)):
+            if "fwmark" not in rule or rule.get("iif") or rule.get("src", "all") != "all":
+                continue
+            mark = int(rule["fwmark"], 16)
+            if not mark:
+                continue
+            route = route_get(probe, ("mark", rule["fwmark"]))
+            dev = (route or {}).get("dev")
+            if dev and dev not in devices:
+                shown = rule["fwmark"] + ("/" + rule["fwmask"] if rule.get("fwmask") else "")
+                return {"active": True, "via": dev, "marked": True,
+                        "reason": "traffic with firewall mark %s (ip rule %s, table %s: a policy router such as "
+                                  "pbr, mwan3 or Tailscale) leaves by %s, not by an uplink"
+                                  % (shown, rule.get("priority"), rule.get("table"), dev)}
+    return None
 
 
 def lan_sources(uplink_devices):

@@ -20,7 +20,7 @@ How rpcd uses the signatures (rpcd plugin.c, libubus, checked against their sour
 """
 
 ENTRY_OPTIONS = {
-    "exemption": ("proto", "port", "label", "interface", "family", "open", "enabled"),
+    "exemption": ("proto", "port", "label", "interface", "family", "src_ip", "open", "enabled"),
     "redirect": ("label", "proto", "src", "src_dport", "src_dip", "src_ip", "dest_ip", "dest_port",
                  "snat", "mss", "reply", "enabled"),
 }

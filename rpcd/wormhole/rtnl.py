@@ -23,7 +23,7 @@ RTM_NEWROUTE, RTM_GETROUTE = 24, 26
 RTM_NEWRULE, RTM_GETRULE = 32, 34
 IFLA_IFNAME, IFLA_MTU = 3, 4
 IFA_ADDRESS, IFA_LOCAL = 1, 2
-RTA_DST, RTA_SRC, RTA_IIF, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_METRICS, RTA_TABLE = 1, 2, 3, 4, 5, 7, 8, 15
+RTA_DST, RTA_SRC, RTA_IIF, RTA_OIF, RTA_GATEWAY, RTA_PREFSRC, RTA_METRICS, RTA_TABLE, RTA_MARK = 1, 2, 3, 4, 5, 7, 8, 15, 16
 RTAX_MTU = 2
 FRA_SRC, FRA_IIFNAME, FRA_PRIORITY, FRA_FWMARK, FRA_TABLE, FRA_FWMASK = 2, 3, 6, 10, 15, 16
 RTM_F_CLONED = 0x200
@@ -253,8 +253,8 @@ def _route_view(payload, names):
     return view
 
 
-def route_get(dest, src=None, iif=None):
-    """`ip -j route get DEST [from SRC iif DEV]` -> [route] ([] when the kernel has no route)."""
+def route_get(dest, src=None, iif=None, mark=None):
+    """`ip -j route get DEST [from SRC iif DEV] [mark M]` -> [route] ([] when the kernel has no route)."""
     fam = socket.AF_INET6 if ":" in dest else socket.AF_INET
     attrs = [(RTA_DST, socket.inet_pton(fam, dest))]
     src_len = 0
@@ -266,6 +266,8 @@ def route_get(dest, src=None, iif=None):
             attrs.append((RTA_IIF, struct.pack("=I", socket.if_nametoindex(iif))))
         except OSError:
             return []                               # `ip`: Cannot find device
+    if mark is not None:
+        attrs.append((RTA_MARK, struct.pack("=I", int(mark, 0) if isinstance(mark, str) else mark)))
     header = _RTMSG.pack(fam, HOST_LEN[fam], src_len, 0, 0, 0, 0, 0, 0)
     try:
         answers = _request(RTM_GETROUTE, 0, header, attrs)

@@ -226,6 +226,8 @@ EXEMPTION = {
     "label": Opt(parse_label, "", doc="free text, at most 64 characters"),
     "interface": Opt(parse_network, "wan", doc="uplink whose inbound connections are covered"),
     "family": Opt(enum(*FAMILIES), "any", doc="any | ipv4 | ipv6"),
+    "src_ip": Opt(parse_prefix, is_list=True, doc="allowlist of client addresses/prefixes (empty: anyone); "
+                  "only these clients are marked, and accepted with open=1"),
     "open": Opt(parse_bool, "0", doc="also accept the port in the firewall input"),
     "enabled": Opt(parse_bool, "1"),
 }

@@ -152,7 +152,7 @@ def _bad_devices(m, known):
 def _add_entry(m, e, uplink):
     r = e.rec
     if e.type == "exemption":
-        for fam in schema.FAMILY_VERSIONS[r["family"]]:
+        for fam in client_families(r):
             for proto in schema.protocols(r["proto"]):
                 m.inbound.setdefault(uplink, []).append(Element(fam, proto, r["port"], e))
         if r["open"]:
@@ -163,6 +163,20 @@ def _add_entry(m, e, uplink):
         fam = r["dest_ip"].version
         for proto in schema.protocols(r["proto"]):
             m.inbound.setdefault(uplink, []).append(Element(fam, proto, r["src_dport"], e))
+
+
+def client_families(r):
+    """The IP versions an exemption's elements cover: its family, narrowed by an allowlist
+    to the versions the allowlist names (an IPv4-only allowlist admits no IPv6 client)."""
+    fams = schema.FAMILY_VERSIONS[r["family"]]
+    if r["src_ip"]:
+        fams = tuple(f for f in fams if any(n.version == f for n in r["src_ip"]))
+    return fams
+
+
+def allowlist(r, version):
+    """An entry's allowlist prefixes of one IP version, as text, duplicates dropped."""
+    return list(dict.fromkeys(str(n) for n in r["src_ip"] if n.version == version))
 
 
 def _warn_missing_gateways(m, u):
