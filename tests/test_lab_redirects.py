@@ -323,6 +323,26 @@ def test_lan_forward_with_remap_under_a_killswitch_in_one_step(backend):
         assert lab.tcp_request("client", lab.wan4, 8443) is not None
 
 
+@pytest.mark.lab
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nat_loopback_a_lan_host_reaches_the_forward_by_the_wan_address(backend):
+    """fw4's redirects reflect by default; a forward moved into wormhole must too. The LAN
+    host connects to the router's public address and reaches the forward's destination,
+    masqueraded (else the destination, on the same LAN, would answer it directly)."""
+    with router(backend) as lab:
+        lab.tcp_server("lan", 443, name="nas")
+        forward(lab, "tcp:8443", hostport(lab.lan4, 443), host="router")
+        forward(lab, "tcp:9443", hostport(lab.lan4, 443), "--no-reflection", host="router")
+        reply = lab.tcp_request("lan", lab.wan4, 8443)
+        assert reply is not None and reply.server == "nas", reply
+        assert (reply.local_port, reply.peer_ip) == (443, lab.router_lan4), reply
+        assert lab.tcp_request("lan", lab.wan4, 9443, timeout=1.5) is None, "reflection 0 turns it off"
+        reply = lab.tcp_request("client", lab.wan4, 9443)       # from outside, both work as before
+        assert reply is not None and reply.peer_ip == lab.client4, reply
+        listed = {e["src_dport"]: e for e in wh_json(lab, "router", "list")["redirects"]}
+        assert (listed["8443"]["reflection"], listed["9443"]["reflection"]) == (True, False)
+
+
 # --- allowlist, public address, ranges -------------------------------------------------------------
 
 @pytest.mark.lab

@@ -137,6 +137,8 @@ def build_parser():
     f.add_argument("--snat", action="store_true", help="masquerade: the destination sees this router")
     f.add_argument("--mss", help="also clamp TCP MSS to this value (always: to the path MTU)")
     f.add_argument("--no-reply", action="store_true", help="do not route replies back out of the uplink")
+    f.add_argument("--no-reflection", action="store_true",
+                   help="no NAT loopback: LAN clients cannot use the public address (IPv4) to reach it")
     f.add_argument("--disabled", action="store_true")
     _json(f)
     _by_id_commands(fsub, "forward", "forwards", "--src")
@@ -221,6 +223,8 @@ def _to_request(ns):
             args["snat"] = True
         if ns.no_reply:
             args["reply"] = False
+        if ns.no_reflection:
+            args["reflection"] = False
     if ns.disabled:
         args["enabled"] = False
     return "add", args

@@ -104,6 +104,7 @@ def parse_netifd_dump(dump):
 
 def uplinks(cfg):
     netifd = netifd_interfaces() or {}
+    reflected = {e.uplink for e in cfg.active("redirect") if e.rec["reflection"] and e.rec["dest_ip"].version == 4}
     out = {}
     for name in cfg.uplink_names():
         fact = dict(netifd.get(name, {}))
@@ -122,6 +123,9 @@ def uplinks(cfg):
             # A tunnel's own addresses: routing.plan gives replies sourced from them a
             # fallback route where main has none for their family (see routing.py).
             fact["addresses"] = _addresses(fact["device"])
+        if name in reflected:
+            # NAT loopback matches LAN traffic to the uplink's own public addresses
+            fact["addresses4"] = _ipv4_addresses(fact["device"])
         if not fact.get("gateway"):
             fact["gateway"] = _kernel_gateway(fact["device"], "-4")
         if not fact.get("gateway6"):
@@ -157,6 +161,13 @@ def _addresses(dev):
             if a.get("scope") == "global" and a.get("local"):
                 found.add(a["local"])
     return sorted(found)
+
+
+def _ipv4_addresses(dev):
+    """The IPv4 addresses on a device, sorted: one rtnetlink dump, no `ip` started."""
+    data = _ip(["ip", "-j", "-4", "addr", "show"], lambda: rtnl.addresses("ipv4")) or []
+    return sorted({a["local"] for link in data if link.get("ifname") == dev
+                   for a in link.get("addr_info", []) if a.get("local")})
 
 
 def _kernel_gateway(dev, fam):

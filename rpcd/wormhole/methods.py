@@ -22,7 +22,7 @@ How rpcd uses the signatures (rpcd plugin.c, libubus, checked against their sour
 ENTRY_OPTIONS = {
     "exemption": ("proto", "port", "label", "interface", "family", "src_ip", "open", "enabled"),
     "redirect": ("label", "proto", "src", "src_dport", "src_dip", "src_ip", "dest_ip", "dest_port",
-                 "snat", "mss", "reply", "enabled"),
+                 "snat", "mss", "reply", "reflection", "enabled"),
 }
 
 # JSON types, named as JSON names them; the first one accepted is the signature type.
@@ -37,7 +37,7 @@ ARG_TYPES = {
     "family": (STRING,), "open": _FLAG, "enabled": _FLAG,
     "src": (STRING,), "src_dport": _PORT, "src_dip": (STRING,), "src_ip": (ARRAY, STRING),
     "dest_ip": (STRING,), "dest_port": _PORT, "snat": _FLAG,
-    "mss": _PORT, "reply": _FLAG,
+    "mss": _PORT, "reply": _FLAG, "reflection": _FLAG,
     "mark_mask": (STRING,), "priority": _PORT, "table_base": _PORT, "fwmark_accept": _FLAG,
     "unless_stopped": _FLAG,
 }

@@ -244,6 +244,8 @@ REDIRECT = {
     "snat": Opt(parse_bool, "0", doc="1: masquerade toward dest_ip"),
     "mss": Opt(parse_mss, doc="'' clamps to the route MTU; or a number"),
     "reply": Opt(parse_bool, "1", doc="route replies out of the uplink they came in on"),
+    "reflection": Opt(parse_bool, "1", doc="NAT loopback: LAN clients reach it by the uplink's public IPv4 "
+                      "address too (as fw4's redirects do by default); 0 turns it off"),
     "enabled": Opt(parse_bool, "1"),
 }
 

@@ -58,7 +58,8 @@ def ifname(name):
 
 
 class Uplink:
-    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "addresses", "mark", "mtu", "mtu6")
+    __slots__ = ("name", "index", "device", "gateway", "gateway6", "p2p", "addresses", "addresses4", "mark", "mtu",
+                 "mtu6")
 
     def __init__(self, name, index, fact, marks):
         self.name = name
@@ -68,6 +69,7 @@ class Uplink:
         self.gateway6 = fact.get("gateway6")
         self.p2p = bool(fact.get("p2p"))
         self.addresses = list(fact.get("addresses") or [])
+        self.addresses4 = list(fact.get("addresses4") or [])     # public IPv4 addresses, for NAT loopback
         self.mark = marks.of(index)
         self.mtu = fact.get("mtu") if isinstance(fact.get("mtu"), int) else None
         self.mtu6 = fact.get("mtu6") if isinstance(fact.get("mtu6"), int) else None
@@ -98,6 +100,7 @@ class Model:
         self.inbound = {}           # uplink name -> [Element] marked on arrival
         self.opened = {}            # uplink name -> set of entry ids with open=1
         self.redirects = {}         # uplink name -> [Entry]
+        self.reflected = {}         # uplink name -> [Entry] with NAT loopback (IPv4, an address known)
         self.skipped = {}           # entry id -> reason
         self.warnings = []
         self.counters = facts.get("counters", {})
@@ -130,7 +133,26 @@ def build_model(cfg, facts):
     m.uplinks = sorted(used.values(), key=lambda u: u.index)
     for u in m.uplinks:
         _warn_missing_gateways(m, u)
+        m.reflected[u.name] = reflected(m, u)
     return m
+
+
+def reflected(m, u):
+    """Redirects on uplink `u` that LAN clients may also reach by its public IPv4 address
+    (NAT loopback, fw4's `reflection`): IPv4 (no NAT66, as fw4), and only where the uplink
+    has an address (a down or address-less uplink has nothing to reflect), that address
+    the one `src_dip` names when it names one."""
+    out = []
+    for e in m.redirects.get(u.name, []):
+        r = e.rec
+        if r["reflection"] and r["dest_ip"].version == 4 and reflect_addresses(u, e):
+            out.append(e)
+    return out
+
+
+def reflect_addresses(u, e):
+    dip = e.rec["src_dip"]
+    return [a for a in u.addresses4 if dip is None or a == str(dip)]
 
 
 def _bad_devices(m, known):

@@ -22,7 +22,7 @@
 
 var ENTRY_OPTIONS = [
 	'proto', 'port', 'label', 'interface', 'family', 'open', 'enabled',
-	'src', 'src_dport', 'src_dip', 'src_ip', 'dest_ip', 'dest_port', 'snat', 'mss', 'reply'
+	'src', 'src_dport', 'src_dip', 'src_ip', 'dest_ip', 'dest_port', 'snat', 'mss', 'reply', 'reflection'
 ];
 
 var callStatus = rpc.declare({ object: 'wormhole', method: 'status', expect: { '': {} } });
