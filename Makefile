@@ -1,5 +1,5 @@
-# luci-app-wormhole: make demo | test | ipk | lint | bench | golden
-.PHONY: all demo test ipk lint bench golden deps clean
+# luci-app-wormhole: make demo | test | ipk | lint | bench | golden | fuzz
+.PHONY: all demo test ipk lint bench golden fuzz deps clean
 
 PYTHON_VENV := .venv/bin/python
 
@@ -14,6 +14,15 @@ demo: deps
 # pytest exits 5 when it collected nothing: make treats any non-zero status as failure.
 test: deps
 	$(PYTHON_VENV) -m pytest $(PYTEST_ARGS) tests
+
+# The fuzz suite at scale (not part of `make test`): FUZZ_SCALE times every budget of
+# tests/test_fuzz.py (30: over 100,000 inputs across every method), bounded by FUZZ_TIMEOUT
+# seconds; the figures land in tests/artifacts/reliability.json (docs/RELIABILITY.md).
+FUZZ_SCALE ?= 30
+FUZZ_TIMEOUT ?= 5400
+fuzz: deps
+	WORMHOLE_FUZZ_SCALE=$(FUZZ_SCALE) timeout $(FUZZ_TIMEOUT) $(PYTHON_VENV) -m pytest -q -p no:cacheprovider tests/test_fuzz.py
+	$(PYTHON_VENV) -c "import json; f = json.load(open('tests/artifacts/reliability.json'))['fuzz']; print(json.dumps(f, indent=1))"
 
 golden: deps
 	$(PYTHON_VENV) -m pytest tests/test_golden.py --update-goldens

@@ -169,7 +169,7 @@ def no_tools(tmp_path):
 
 def test_list_verb_loads_only_the_method_table(reports, tmp_path):
     rep, out = run_guarded(reports, tmp_path / "absent", support.PLUGIN, ["list"])
-    assert set(json.loads(out)) == {"list", "status", "add", "update", "del", "apply", "render", "check"}
+    assert set(json.loads(out)) == {"list", "status", "add", "update", "del", "settings", "apply", "render", "check"}
     assert set(rep["new"]) <= LIST_MODULES, sorted(set(rep["new"]) - LIST_MODULES)
 
 

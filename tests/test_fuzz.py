@@ -275,6 +275,7 @@ def _alarm(_sig, _frame):
 def call(method, args):
     """api.call under a watchdog; every reply must be JSON-able, errors well-formed."""
     TALLY.add("inputs tried")
+    TALLY.add("inputs to %s" % (method if method in methods.METHODS else "an unknown method"))
     old = signal.signal(signal.SIGALRM, _alarm)
     signal.alarm(CALL_TIMEOUT)
     try:

@@ -2,6 +2,7 @@
 product solves with real packets."""
 
 import json
+import re
 import subprocess
 import sys
 import textwrap
@@ -413,13 +414,17 @@ def test_fw4_render_rejects_unsafe_values(field, bad):
 
 def test_fw4_helpers_validate_before_loading(router_lab):
     lab = router_lab
-    before = (lab.nft_ruleset("router"), len(lab.fw4().rules), len(lab.fw4().redirects))
+
+    def state():
+        # rule counters move with stray traffic (an IPv6 MLD report leaving wan0): not a change
+        rules = re.sub(r"counter packets \d+ bytes \d+", "counter", lab.nft_ruleset("router"))
+        return rules, len(lab.fw4().rules), len(lab.fw4().redirects)
+    before = state()
     with pytest.raises(ValueError):
         lab.fw4_accept_input(zone="wan", proto="tcp", port="443 accept")
     with pytest.raises(ValueError):
         lab.fw4_redirect(src="nozone", proto="tcp", src_dport=80, dest_ip=lab.lan4)
-    after = (lab.nft_ruleset("router"), len(lab.fw4().rules), len(lab.fw4().redirects))
-    assert after == before
+    assert state() == before
 
 
 def test_multi_wan_and_sysctls():
