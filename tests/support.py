@@ -25,6 +25,12 @@ def unavailable(reason):
     pytest.skip(reason)
 
 
+def kernel_refuses(what, stderr):
+    """Skip, in CI too: the kernel was asked and refused (a feature this kernel is built
+    without, such as flowtables here). Only after the refusal was seen, with its words."""
+    pytest.skip("the kernel refuses %s: %s" % (what, " ".join(stderr.split()) or "no reason given"))
+
+
 def require_root_tools(*tools):
     if os.geteuid() != 0:
         unavailable("needs root for network namespaces")

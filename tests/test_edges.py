@@ -213,3 +213,22 @@ def test_our_own_mark_rules_are_not_a_killswitch(tmp_path, netns):
     assert support.cli(r, "apply", ns=netns).returncode == 0
     assert "fwmark" in netns.exec(["ip", "rule"]).stdout
     assert support.plugin(r, "status", ns=netns)[0]["killswitch"]["active"] is False
+
+
+@pytest.mark.parametrize("options,fw,level,words", [
+    ({}, "fw4", None, None),
+    ({"flow_offloading": "0"}, "fw4", None, None),
+    ({"flow_offloading": "1"}, "fw4", "ok", "restored mark"),
+    ({"flow_offloading": "1", "flow_offloading_hw": "1"}, "fw4", "ok", "not verified on hardware"),
+    ({"flow_offloading": "on"}, "fw3", "warn", "not analysed"),
+])
+def test_check_says_what_it_knows_of_flow_offloading(options, fw, level, words):
+    from wormhole import diagnostics
+    from wormhole.uci import Section
+    found = diagnostics.offload_findings([Section("d", "defaults", True, options)], fw)
+    if level is None:
+        assert found == []
+        return
+    (f,) = found
+    assert f["check"] == "offload" and f["level"] == level and words in f["message"]
+    assert "DESIGN-NOTES" in f["message"]

@@ -34,8 +34,31 @@ def run(cfg):
         findings += _uplink_findings(cfg, ups)
         findings += _service_findings(cfg, fw)
         findings += _redirect_findings(cfg, ups)
+        findings += offload_findings(facts.firewall_sections(), fw)
     ok = not any(x["level"] == "error" for x in findings)
     return {"ok": ok, "backend": fw, "killswitch": facts.killswitch(ups), "findings": findings}
+
+
+def offload_findings(fw_sections, fw):
+    """What is known of fw4's flow offloading with wormhole's marks (docs/DESIGN-NOTES.md,
+    "Flow offloading, on paper"): worked through from the kernel source, not shown here."""
+    on = {}
+    for sec in fw_sections:
+        if sec.type == "defaults":
+            for opt in ("flow_offloading", "flow_offloading_hw"):
+                if opt in sec.options:
+                    on[opt] = str(sec.options[opt]).strip().lower() in schema.TRUE_WORDS
+    if not on.get("flow_offloading"):
+        return []
+    if fw != "fw4":
+        return [_f("offload", "warn", "fw3 software flow offloading is on: offloaded connections bypass "
+                   "wormhole's iptables rules after their first packets; this combination is not analysed "
+                   "(docs/DESIGN-NOTES.md, Flow offloading)")]
+    hw = " and hardware offloading (flow_offloading_hw) is on too: the NIC is given the same routes, not verified " \
+         "on hardware" if on.get("flow_offloading_hw") else ""
+    return [_f("offload", "ok", "fw4 flow offloading is on%s. Offloaded forwards keep the reply route their first "
+               "established packet computed with wormhole's restored mark, so replies still leave by their uplink "
+               "(docs/DESIGN-NOTES.md, Flow offloading, on paper); router services are never offloaded" % hw)]
 
 
 def _config_findings(cfg, plan):
