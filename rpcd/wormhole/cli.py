@@ -96,8 +96,8 @@ def _is_port_spec(text):
     """'tcp:443', '443', '8000-8010': what `add` takes; anything else names an id."""
     if ":" in text:
         return True
-    lo, _, hi = text.partition("-")
-    return lo.isdigit() and (hi.isdigit() or not _)
+    lo, dash, hi = text.partition("-")
+    return lo.isdigit() and (hi.isdigit() or not dash)
 
 
 def build_parser():

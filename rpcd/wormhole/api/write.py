@@ -128,9 +128,10 @@ def _find(cfg, sid, stype=None):
     current = cfg.find(sid)
     if current is None:
         raise WormholeError(NOT_FOUND, "id: no exemption or redirect %s" % schema.shown(sid), field="id")
-    if stype is not None and current.type != entry_type({"type": stype}).name:
-        raise WormholeError(NOT_FOUND, "id: %s is %s, not %s" % (schema.shown(sid), current.kind.noun,
-                                                                 schema.ENTRY_TYPES[stype].noun), field="id")
+    wanted = entry_type({"type": stype}) if stype is not None else current.kind
+    if wanted is not current.kind:
+        raise WormholeError(NOT_FOUND, "id: %s is %s, not %s" % (schema.shown(sid), current.kind.noun, wanted.noun),
+                            field="id")
     return current
 
 
@@ -182,6 +183,9 @@ class _Session:
     than a traceback (CLI) or an internal_error (plugin).
     """
 
+    def __init__(self, check_main=True):
+        self.check_main = check_main    # settings may be the fix of a bad main.enabled
+
     def __enter__(self):
         self._cm = config.edit()
         try:
@@ -191,15 +195,13 @@ class _Session:
                                 field="config") from None
         self.cfg = config.build(self.ed.sections())
         self._after = None
-        if not self.allow_bad_main:
+        if self.check_main:
             try:
                 _refuse_unknown_state(self.cfg)
             except WormholeError as e:
                 self._cm.__exit__(WormholeError, e, None)     # an exception: nothing is written
                 raise
         return self
-
-    allow_bad_main = False
 
     def __exit__(self, et, ev, tb):
         if et is None:
@@ -241,11 +243,7 @@ def settings(args):
     for field, msg in errors:
         raise invalid(field, msg)
     with WriterLock():
-        s = _Session()
-        s.allow_bad_main = True
-        with s:
-            if "enabled" not in args:
-                _refuse_unknown_state(s.cfg)
+        with _Session(check_main="enabled" not in args) as s:
             if not any(sec.type == "wormhole" and sec.name == "main" for sec in s.ed.sections()):
                 s.ed.add("wormhole", "main", {})
             s.ed.set("main", {k: config.format_value(rec[k]) for k in args})
@@ -260,7 +258,6 @@ def _apply_locked(sid=None, cfg=None):
     """
     from .. import apply as applier, render     # writers only: `list`/`status` load neither
     cfg = cfg or config.load()
-    _refuse_unknown_state(cfg)
     fw = facts.backend(cfg)
     plans = []
 

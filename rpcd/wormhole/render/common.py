@@ -133,11 +133,11 @@ def build_model(cfg, facts):
     m.uplinks = sorted(used.values(), key=lambda u: u.index)
     for u in m.uplinks:
         _warn_missing_gateways(m, u)
-        m.reflected[u.name] = reflected(m, u)
+        m.reflected[u.name] = _reflected_entries(m, u)
     return m
 
 
-def reflected(m, u):
+def _reflected_entries(m, u):
     """Redirects on uplink `u` that LAN clients may also reach by its public IPv4 address
     (NAT loopback, fw4's `reflection`): IPv4 (no NAT66, as fw4), and only where the uplink
     has an address (a down or address-less uplink has nothing to reflect), that address
