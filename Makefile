@@ -1,5 +1,5 @@
-# luci-app-wormhole: make demo | test | ipk | lint | bench | golden | fuzz
-.PHONY: all demo test ipk lint bench golden fuzz deps clean
+# luci-app-wormhole: make demo | test | ipk | lint | bench | golden | fuzz | i18n
+.PHONY: all demo test ipk lint bench golden fuzz i18n deps clean
 
 PYTHON_VENV := .venv/bin/python
 
@@ -26,6 +26,10 @@ fuzz: deps
 
 golden: deps
 	$(PYTHON_VENV) -m pytest tests/test_golden.py --update-goldens
+
+# The LuCI app's translation template (luci-app-wormhole/po/templates/wormhole.pot).
+i18n:
+	python3 tools/i18n.py
 
 ipk:
 	python3 tools/mkipk.py --out dist

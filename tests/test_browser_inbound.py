@@ -20,9 +20,10 @@ from tests.luci_host import webdriver
 from tests.luci_host.lab import Lab
 from tests.luci_host.page import EX, RD, Page
 from tests.luci_host.server import APP_HTDOCS
-from tests.luci_host.surface import ALLOWED_L, ALLOWED_REQUIRES
+from tests.luci_host.surface import ALLOWED_L, ALLOWED_REQUIRES, ALLOWED_UI
 
 MARKUP = "<img src=x onerror=alert(1)>"
+CHECK_EVERY = 6     # inbound.js: polls between two runs of `check`
 
 
 @pytest.fixture(scope="module")
@@ -67,90 +68,151 @@ def _backend_error(lab, request):
     return reply["error"]
 
 
-# --- exemptions -------------------------------------------------------------------------
+# --- add, edit, delete -----------------------------------------------------------------
 
-def test_add_with_enter_shows_row_writes_uci_and_delete_removes_it(browser, lab):
+def test_add_opens_a_dialog_writes_uci_and_delete_removes_it(browser, lab):
     page = Page(browser, lab)
     assert page.rows() == []
     assert page.visible(EX + " tr.placeholder")
     page.screenshot("empty.png")
 
+    page.open_add("exemption")
+    assert page.value("interface") == "wan" and page.value("proto") == "tcp" and page.value("enabled") is True
     page.fill("port", "443")
-    page.fill("label", "LuCI" + webdriver.ENTER)
-    rows = page.wait_rows(lambda rows: len(rows) == 1, "the new exemption row")
-    row = rows[0]
-    assert (row["proto"], row["port"], row["label"]) == ("TCP", "443", "LuCI")
-    assert row["status"] == "inert" and row["state"] == "● Inert"    # the kill-switch is off
-    assert row["enabled"] is True and row["deletable"]
-    assert page.field("port") and browser.prop(page.field("port"), "value") == ""   # the form is ready for the next
+    page.fill("label", "LuCI" + webdriver.ENTER)       # Enter saves, as in LuCI's modals
+    page.saved("the dialog to close")
+    row = page.wait_rows(lambda rows: len(rows) == 1, "the new exemption row")[0]
+    assert (row["proto"], row["port"], row["label"], row["uplink"], row["clients"]) == ("TCP", "443", "LuCI", "wan", "anyone")
+    assert row["status"] == "inert" and row["state"] == "Inert"    # the kill-switch is off
+    assert row["enabled"] is True and row["deletable"] and row["editable"]
 
     config = lab.config()
     assert "config exemption '%s'" % row["id"] in config
     assert "option port '443'" in config and "option label 'LuCI'" in config
+    assert "option family" not in config and "option interface" not in config   # defaults are not written
     assert [e["id"] for e in lab.plugin("list")["exemptions"]] == [row["id"]]
 
     page.click(EX + " tr[data-id='%s'] .wh-delete" % row["id"])
     page.wait_rows(lambda rows: rows == [], "the row to go away")
     assert "config exemption" not in lab.config()
-    assert lab.plugin("list")["exemptions"] == []
     assert page.visible(EX + " tr.placeholder")
     page.assert_clean()
 
 
-def test_udp_and_range_are_sent_as_chosen(browser, lab):
+def test_every_exemption_option_is_set_in_the_dialog(browser, lab):
+    lab.tunnel()
+    lab.uplink("vpn", "tun0")
     page = Page(browser, lab)
-    page.select("proto", "tcpudp")
-    page.fill("port", "8000-8010" + webdriver.ENTER)
-    row = page.wait_rows(lambda rows: len(rows) == 1, "the range row")[0]
-    assert (row["proto"], row["port"], row["label"]) == ("TCP+UDP", "8000-8010", "")
+    page.open_add("exemption")
+    page.fill("label", "WireGuard listener")
+    page.select("proto", "udp")
+    page.fill("port", "51820")
+    page.select("interface", "vpn")     # the uplinks (netifd's interfaces on a router) are offered
+    page.check("open", True)
+    page.select("family", "ipv6")
+    page.add_items("src_ip", ["2001:db8:9::/48", "2001:db8:7::1"])
+    assert page.list_items("src_ip") == ["2001:db8:9::/48", "2001:db8:7::1"]
+    page.save()
+    page.saved("the dialog to close")
+    row = page.wait_rows(lambda rows: len(rows) == 1, "the row")[0]
+    assert (row["proto"], row["port"], row["uplink"], row["family"], row["clients"]) == (
+        "UDP", "51820", "vpn", "IPv6", "2001:db8:9::/48, 2001:db8:7::1/128")
     entry = lab.plugin("list")["exemptions"][0]
-    assert (entry["proto"], entry["port"]) == ("tcpudp", "8000-8010")
+    assert {k: entry[k] for k in ("label", "proto", "port", "interface", "open", "family", "src_ip", "enabled")} == {
+        "label": "WireGuard listener", "proto": "udp", "port": "51820", "interface": "vpn", "open": True,
+        "family": "ipv6", "src_ip": ["2001:db8:9::/48", "2001:db8:7::1/128"], "enabled": True}
     page.assert_clean()
 
 
-def test_invalid_port_and_duplicate_show_the_backend_message_and_change_nothing(browser, lab):
-    lab.add(proto="tcp", port="443", label="LuCI")
+def test_edit_keeps_the_id_sends_only_what_changed_and_clears_what_is_emptied(browser, lab):
+    ex = lab.add(proto="tcp", port="443", label="LuCI", src_ip=["198.51.100.0/24"])
     page = Page(browser, lab)
-    page.wait_rows(lambda rows: len(rows) == 1, "the existing row")
-
-    for port, label in (("99999", "too big"), ("443", "again"), ("<b>x</b>", "")):
-        expected = _backend_error(lab, {"type": "exemption", "proto": "tcp", "port": port,
-                                        **({"label": label} if label else {})})
-        before = lab.config()
-        page.fill("port", port)
-        page.fill("label", label + webdriver.ENTER)
-        code, field, text, children = page.b.wait(lambda: page.form_error(), "the error for port %r" % port)
-        assert (code, field, text) == (expected["code"], expected["field"], expected["message"])
-        assert children == 0, "the message must be text, not markup"
-        assert "cbi-input-invalid" in browser.prop(page.field("port"), "className")
-        assert browser.prop(page.field("port"), "value") == port   # kept, to be corrected
-        assert lab.config() == before
-        assert len(page.rows()) == 1
-
-    page.fill("port", "22" + webdriver.ENTER)
-    page.wait_rows(lambda rows: len(rows) == 2, "the corrected entry")
-    assert page.form_error() is None
-    assert "cbi-input-invalid" not in browser.prop(page.field("port"), "className")
-    page.assert_clean()
-
-
-def test_markup_in_labels_names_and_messages_is_shown_as_text(browser, lab):
-    page = Page(browser, lab)
+    page.wait_rows(lambda rows: len(rows) == 1, "the row")
+    page.open_edit(ex)
+    assert page.value("port") == "443" and page.value("label") == "LuCI"
+    assert page.list_items("src_ip") == ["198.51.100.0/24"]
+    page.screenshot("edit.png")
     page.fill("port", "8443")
-    page.fill("label", MARKUP + webdriver.ENTER)
-    row = page.wait_rows(lambda rows: len(rows) == 1, "the row with the markup label")[0]
-    assert row["label"] == MARKUP and row["elements_in_label"] == 0
-    assert "option label '%s'" % MARKUP in lab.config()       # stored verbatim
-    assert lab.plugin("list")["exemptions"][0]["label"] == MARKUP
+    page.fill("label", "")
+    page.remove_item("src_ip", "198.51.100.0/24")
+    page.save()
+    page.saved("the dialog to close")
+    row = page.wait_rows(lambda rows: rows and rows[0]["port"] == "8443", "the edited row")[0]
+    assert row["id"] == ex and row["label"] == "" and row["clients"] == "anyone"
+    config = lab.config()
+    assert "config exemption '%s'" % ex in config and "option port '8443'" in config
+    assert "option label" not in config and "src_ip" not in config
+    assert "option proto" in config and "option interface" not in config  # untouched options stay as they were
 
-    form = "#wh-redirect-form"
-    page.fill("label", MARKUP, form)
-    page.fill("src_dport", "9443", form)
-    page.fill("dest_ip", "192.0.2.9" + webdriver.ENTER, form)
-    fwd = page.wait_rows(lambda rows: len(rows) == 1, "the forward with the markup name", table=RD)[0]
-    assert fwd["label"] == MARKUP and fwd["elements_in_label"] == 0
+    calls = lab.host.ubus.requests("wormhole.update")
+    assert calls[-1] == {"id": ex, "port": "8443", "label": "", "src_ip": []}, calls[-1]
+    page.assert_clean()
 
-    assert browser.js("return document.querySelectorAll('#view img, #view script, #maincontent b').length") == 0
+
+def test_dismiss_and_an_unchanged_save_write_nothing(browser, lab):
+    ex = lab.add(proto="tcp", port="443")
+    page = Page(browser, lab)
+    page.wait_rows(lambda rows: len(rows) == 1, "the row")
+    before = lab.config()
+    page.open_edit(ex)
+    page.fill("port", "22")
+    page.click("#wh-modal-dismiss")
+    page.saved("the dialog to close")
+    page.open_edit(ex)
+    assert page.value("port") == "443"           # what was dismissed is gone
+    page.save()
+    page.saved("the dialog to close")
+    assert lab.config() == before and lab.host.ubus.count("wormhole.update") == 0
+    page.assert_clean()
+
+
+def test_every_forward_option_is_set_in_the_dialog_and_edited(browser, lab):
+    lab.lan()
+    page = Page(browser, lab)
+    page.open_add("redirect")
+    page.fill("label", "Home Assistant")
+    page.select("proto", "tcp")
+    page.fill("src_dport", "8443")
+    page.fill("dest_ip", "192.168.1.20")
+    page.fill("dest_port", "443")
+    page.check("snat", True)
+    page.fill("src_dip", "192.0.2.2")
+    page.add_items("src_ip", ["198.51.100.0/24"])
+    page.fill("mss", "1360")
+    page.check("reply", False)
+    page.check("reflection", False)
+    page.save()
+    page.saved("the dialog to close")
+    row = page.wait_rows(lambda rows: len(rows) == 1, "the forward row", table=RD)[0]
+    assert (row["label"], row["proto"], row["port"], row["uplink"], row["dest"], row["client"], row["clients"]) == (
+        "Home Assistant", "TCP", "192.0.2.2:8443", "wan", "192.168.1.20:443", "Masqueraded", "198.51.100.0/24")
+    entry = lab.plugin("list")["redirects"][0]
+    assert {k: entry[k] for k in ("src", "src_dport", "src_dip", "src_ip", "dest_ip", "dest_port", "snat", "mss",
+                                  "reply", "reflection", "enabled")} == {
+        "src": "wan", "src_dport": "8443", "src_dip": "192.0.2.2", "src_ip": ["198.51.100.0/24"],
+        "dest_ip": "192.168.1.20", "dest_port": "443", "snat": True, "mss": 1360, "reply": False,
+        "reflection": False, "enabled": True}
+
+    page.open_edit(row["id"], RD)
+    assert page.value("mss") == "1360" and page.value("reply") is False and page.value("snat") is True
+    page.fill("mss", "")
+    page.check("snat", False)
+    page.save()
+    page.saved("the dialog to close")
+    row = page.wait_rows(lambda rows: rows and rows[0]["client"] == "Kept", "the edited forward", table=RD)[0]
+    entry = lab.plugin("list")["redirects"][0]
+    assert entry["id"] == row["id"] and entry["mss"] is None and entry["snat"] is False and entry["reply"] is False
+    page.assert_clean()
+
+
+def test_two_entries_on_different_uplinks_are_told_apart(browser, lab):
+    lab.tunnel()
+    lab.uplink("vpn", "tun0")
+    lab.add(proto="tcp", port="443")
+    lab.add(proto="tcp", port="443", interface="vpn")
+    page = Page(browser, lab)
+    rows = page.wait_rows(lambda rows: len(rows) == 2, "both rows")
+    assert [(r["port"], r["uplink"]) for r in rows] == [("443", "wan"), ("443", "vpn")]
     page.assert_clean()
 
 
@@ -166,7 +228,7 @@ def test_killswitch_switches_rows_between_active_and_inert_and_the_banner(browse
 
     lab.killswitch(True)
     page.wait_rows(lambda rows: rows[0]["status"] == "active", "the row to turn active")
-    assert page.row(ex)["state"] == "● Active"
+    assert page.row(ex)["state"] == "Active"
     assert page.row(rd, RD)["status"] == "active"
     assert not page.visible("#wh-inert-banner")
     assert "Active via wg0" in page.text("#wh-killswitch")
@@ -205,6 +267,7 @@ def test_live_refresh_updates_rows_in_place_and_keeps_what_is_being_typed(browse
     page.wait_rows(lambda rows: len(rows) == 1, "the first row")
     browser.js("document.querySelector(\"tr[data-id='%s']\").__kept = 42" % luci)
 
+    page.open_add("exemption")
     port = page.fill("port", "80")
     page.wait_polls(1)
     # Meanwhile, elsewhere: connections arrive and another admin adds entries.
@@ -222,8 +285,10 @@ def test_live_refresh_updates_rows_in_place_and_keeps_what_is_being_typed(browse
         "the row was rebuilt instead of updated in place"
     assert browser.prop(port, "value") == "80", "the refresh lost what was being typed"
     assert browser.js("return document.activeElement === arguments[0]", webdriver.ElementRef(port))
+    assert page.modal_open()
 
-    browser.clear(port)
+    page.click("#wh-modal-dismiss")
+    page.saved("the dialog to close")
     fwd = page.rows(RD)
     assert [(r["label"], r["dest"], r["via"], r["client"], r["status"]) for r in fwd] == [
         ("Jellyfin", "192.168.1.50:8096", "LAN", "Kept", "active"),
@@ -254,66 +319,184 @@ def test_lan_service_without_forward_offers_a_forward_that_replaces_the_exemptio
     page.wait_rows(lambda rows: rows and rows[0]["fixes"] == ["forward"], "the add-a-forward fix")
     page.click(EX + " tr[data-id='%s'] .wh-fix[data-fix=forward]" % ex)
 
-    form = "#wh-redirect-form"
-    assert browser.prop(page.field("src_dport", form), "value") == "8096"
-    assert browser.prop(page.field("label", form), "value") == "Jellyfin"
-    assert page.visible(form + " .wh-replaces")
+    page.b.wait(page.modal_open, "the forward dialog")
+    assert browser.js("return document.querySelector('#wh-modal').getAttribute('data-kind')") == "redirect"
+    assert page.value("src_dport") == "8096" and page.value("label") == "Jellyfin" and page.value("src") == "wan"
+    assert page.visible("#wh-modal .wh-replaces")
 
     # A refused forward keeps the exemption as it was.
-    page.fill("dest_ip", "nas.lan" + webdriver.ENTER, form)
-    code, field, _text, _n = page.b.wait(lambda: page.form_error(form), "the refusal")
+    page.fill("dest_ip", "nas.lan" + webdriver.ENTER)
+    code, field, _title, _detail, _n = page.modal_failed("the refusal")
     assert (code, field) == ("invalid_argument", "dest_ip")
     assert [(e["id"], e["enabled"]) for e in lab.plugin("list")["exemptions"]] == [(ex, True)]
 
-    page.fill("dest_ip", "192.168.1.50" + webdriver.ENTER, form)
+    page.fill("dest_ip", "192.168.1.50" + webdriver.ENTER)
+    page.saved("the forward to be saved")
     page.wait_rows(lambda rows: len(rows) == 1, "the forward", table=RD)
     page.wait_rows(lambda rows: rows == [], "the exemption to be replaced")
     reply = lab.plugin("list")
     assert reply["exemptions"] == []
     assert [(r["proto"], r["src_dport"], r["dest_ip"], r["label"]) for r in reply["redirects"]] == [
         ("tcp", "8096", "192.168.1.50", "Jellyfin")]
-    assert not page.visible(form + " .wh-replaces")
     page.assert_clean()
 
 
-# --- forwards ------------------------------------------------------------------------------
+def test_markup_in_labels_names_and_messages_is_shown_as_text(browser, lab):
+    page = Page(browser, lab)
+    page.open_add("exemption")
+    page.fill("port", "8443")
+    page.fill("label", MARKUP + webdriver.ENTER)
+    page.saved("the dialog to close")
+    row = page.wait_rows(lambda rows: len(rows) == 1, "the row with the markup label")[0]
+    assert row["label"] == MARKUP and row["elements_in_label"] == 0
+    assert "option label '%s'" % MARKUP in lab.config()       # stored verbatim
 
-def test_forward_form_uses_backend_validation_and_adds(browser, lab):
+    page.open_add("redirect")
+    page.fill("label", MARKUP)
+    page.fill("src_dport", "9443")
+    page.fill("dest_ip", "192.0.2.9" + webdriver.ENTER)
+    page.saved("the dialog to close")
+    fwd = page.wait_rows(lambda rows: len(rows) == 1, "the forward with the markup name", table=RD)[0]
+    assert fwd["label"] == MARKUP and fwd["elements_in_label"] == 0
+
+    page.open_edit(row["id"])
+    assert page.value("label") == MARKUP           # a value in the dialog, not markup either
+    page.fill("port", MARKUP)
+    page.save()
+    _code, field, _title, detail, children = page.modal_failed("the refusal of a markup port")
+    assert field == "port" and MARKUP in detail and children == 0
+    assert browser.js("return document.querySelectorAll('#view img, #view script, #maincontent b, .modal img').length") == 0
+    page.assert_clean()
+
+
+# --- the service as a whole -------------------------------------------------------------------
+
+def test_the_global_switch_turns_the_service_off_and_on(browser, lab):
+    lab.add(proto="tcp", port="443", label="LuCI")
+    page = Page(browser, lab)
+    page.wait_rows(lambda rows: rows and rows[0]["status"] == "inert", "the row")
+    assert page.text("#wh-service").startswith("Enabled")
+    page.click("#wh-global-toggle")
+    page.wait_rows(lambda rows: rows[0]["status"] == "disabled", "the row to follow the service")
+    page.b.wait(lambda: page.text("#wh-service").startswith("Disabled"), "the switch to say Disabled")
+    assert "option enabled '0'" in lab.config()
+    assert "inet wormhole" not in lab.ns.exec(["nft", "list", "tables"]).stdout     # nothing loaded
+    page.click("#wh-global-toggle")
+    page.wait_rows(lambda rows: rows[0]["status"] == "inert", "the row to be back")
+    assert page.text("#wh-service").startswith("Enabled")
+    assert "table inet wormhole" in lab.ns.exec(["nft", "list", "tables"]).stdout
+    page.assert_clean()
+
+
+def test_settings_are_saved_and_a_refused_one_is_shown_on_its_field(browser, lab):
+    page = Page(browser, lab, ready="#wh-settings .cbi-value")
+    scope = "#wh-settings"
+    assert page.value("backend", scope) == "fw4" and page.value("mark_mask", scope) == "0xff000000"
+    page.fill("mark_mask", "0xff00ff00", scope)
+    page.click("#wh-settings-save")
+    code, field, title, detail, _n = page.b.wait(lambda: page.field_error(scope), "the refusal")
+    assert (code, field, title) == ("invalid_argument", "mark_mask", "The router refused this value.")
+    assert detail == _settings_error(lab, {"mark_mask": "0xff00ff00"})
+    assert "mark_mask" not in lab.config()
+
+    page.fill("mark_mask", "0x00ff0000", scope)
+    page.fill("priority", "120", scope)
+    page.click("#wh-settings-save")
+    page.b.wait(lambda: "option mark_mask '0x00ff0000'" in lab.config(), "the settings to be written")
+    assert "option priority '120'" in lab.config() and "option backend 'fw4'" in lab.config()
+    page.b.wait(lambda: page.field_error(scope) is None, "the error to go")
+    assert lab.host.ubus.requests("wormhole.settings")[-1] == {"mark_mask": "0x00ff0000", "priority": "120"}
+    page.assert_clean()
+
+
+def _settings_error(lab, request):
+    before = lab.config()
+    reply = lab.plugin("settings", request)
+    assert lab.config() == before
+    return reply["error"]["message"]
+
+
+def test_each_poll_is_one_ubus_call(browser, lab):
+    lab.add(proto="tcp", port="443")
+    page = Page(browser, lab)
+    page.wait_polls(1)
+    ubus = lab.host.ubus
+    start = len(ubus.log)
+    page.wait_polls(CHECK_EVERY + 1)
+    polls = [name for name, _args in ubus.log[start:]]
+    assert set(polls) <= {"wormhole.list", "wormhole.check"}, polls
+    assert all(args == {"status": True} for name, args in ubus.log[start:] if name == "wormhole.list")
+    lists, checks = polls.count("wormhole.list"), polls.count("wormhole.check")
+    assert lists >= CHECK_EVERY and 1 <= checks <= lists // CHECK_EVERY + 1, polls
+    page.assert_clean()
+
+
+# --- backend errors on their fields ---------------------------------------------------------
+
+def test_a_refused_value_is_shown_on_its_field_and_what_was_typed_is_kept(browser, lab):
+    lab.add(proto="tcp", port="443", label="LuCI")
+    page = Page(browser, lab)
+    page.wait_rows(lambda rows: len(rows) == 1, "the existing row")
+
+    page.open_add("exemption")
+    for port, label, headline in (("99999", "too big", "The router refused this value."),
+                                  ("443", "again", "Another entry already uses this port on this uplink."),
+                                  ("<b>x</b>", "", "The router refused this value.")):
+        expected = _backend_error(lab, {"type": "exemption", "proto": "tcp", "port": port,
+                                        **({"label": label} if label else {})})
+        before = lab.config()
+        page.fill("port", port)
+        page.fill("label", label)
+        page.save()
+        code, field, title, detail, children = page.modal_failed("the error for port %r" % port)
+        assert (code, field, detail) == (expected["code"], expected["field"], expected["message"])
+        assert title == headline                      # the page's words, translatable
+        assert children == 0, "the message must be text, not markup"
+        assert page.invalid_fields() == ["port"]
+        assert page.value("port") == port and page.value("label") == label   # kept, to be corrected
+        assert lab.config() == before and len(page.rows()) == 1
+
+    page.fill("port", "22")
+    page.save()
+    page.saved("the corrected entry to be saved")
+    page.wait_rows(lambda rows: len(rows) == 2, "the corrected entry")
+    page.assert_clean()
+
+
+def test_an_error_on_an_advanced_field_opens_its_tab(browser, lab):
+    page = Page(browser, lab)
+    page.open_add("exemption")
+    page.fill("port", "443")
+    page.select("family", "ipv4")
+    page.add_items("src_ip", ["2001:db8::/32"])
+    page.click("#wh-modal .cbi-tabmenu li[data-tab=general] a")
+    page.save()
+    code, field, _title, detail, _n = page.modal_failed("the allowlist error")
+    assert (code, field) == ("invalid_argument", "src_ip") and "family is ipv4" in detail
+    assert browser.js("return document.querySelector('#wh-modal div[data-tab=advanced]').getAttribute('data-tab-active')") == "true"
+    assert lab.plugin("list")["exemptions"] == []
+    page.assert_clean()
+
+
+def test_a_forward_refused_by_the_backend_names_the_field(browser, lab):
     lab.lan()
     page = Page(browser, lab)
-    form = "#wh-redirect-form"
     cases = [
-        ({"src_dport": "8443", "dest_ip": "not-an-ip"}, {"src_dport": "8443", "dest_ip": "not-an-ip"}),
-        ({"src_dport": "", "dest_ip": "192.168.1.20"}, {"dest_ip": "192.168.1.20"}),
-        ({"src_dport": "8443", "dest_ip": "192.168.1.20", "dest_port": "0"},
-         {"src_dport": "8443", "dest_ip": "192.168.1.20", "dest_port": "0"}),
+        {"src_dport": "8443", "dest_ip": "not-an-ip"},
+        {"dest_ip": "192.168.1.20"},
+        {"src_dport": "8443", "dest_ip": "192.168.1.20", "dest_port": "0"},
+        {"src_dport": "8443", "dest_ip": "192.168.1.20", "mss": "20"},
     ]
-    for typed, request in cases:
-        expected = _backend_error(lab, dict(request, type="redirect", proto="tcp"))
-        for name in ("label", "src_dport", "dest_ip", "dest_port"):
-            page.fill(name, typed.get(name, ""), form)
-        page.click(form + " [name=save]")
-        code, field, text, _n = page.b.wait(lambda: page.form_error(form), "the error for %r" % typed)
-        assert (code, field, text) == (expected["code"], expected["field"], expected["message"])
+    page.open_add("redirect")
+    for request in cases:
+        expected = _backend_error(lab, dict(request, type="redirect"))
+        for name in ("src_dport", "dest_ip", "dest_port", "mss"):
+            page.fill(name, request.get(name, ""))
+        page.save()
+        code, field, _title, detail, _n = page.modal_failed("the error for %r" % request)
+        assert (code, field, detail) == (expected["code"], expected["field"], expected["message"])
+        assert page.invalid_fields() == [expected["field"]]
         assert lab.plugin("list")["redirects"] == []
-
-    page.fill("label", "Home Assistant", form)
-    page.fill("src_dport", "8443", form)
-    page.fill("dest_ip", "192.168.1.20", form)
-    page.fill("dest_port", "443", form)
-    browser.click(page.field("keep_client", form))       # masquerade instead
-    page.click(form + " [name=save]")
-    row = page.wait_rows(lambda rows: len(rows) == 1, "the forward row", table=RD)[0]
-    assert (row["label"], row["proto"], row["port"], row["dest"], row["client"]) == (
-        "Home Assistant", "TCP", "8443", "192.168.1.20:443", "Masqueraded")
-    assert page.form_error(form) is None
-    entry = lab.plugin("list")["redirects"][0]
-    assert (entry["src_dport"], entry["dest_ip"], entry["dest_port"], entry["snat"]) == (
-        "8443", "192.168.1.20", "443", True)
-
-    page.click(RD + " tr[data-id='%s'] .wh-delete" % row["id"])
-    page.wait_rows(lambda rows: rows == [], "the forward to go away", table=RD)
-    assert "config redirect" not in lab.config()
     page.assert_clean()
 
 
@@ -324,16 +507,21 @@ def test_broken_entries_and_a_failed_apply_are_shown_with_their_reasons(browser,
         f.write("\nconfig exemption 'game'\n\toption port '70000'\n\toption label 'Game <b>server</b>'\n")
     page = Page(browser, lab)
     row = page.wait_rows(lambda rows: len(rows) == 1, "the broken row")[0]
-    assert row["status"] == "error" and row["state"] == "● Error"
+    assert row["status"] == "error" and row["state"] == "Error"
     assert row["reason"] == "port: '70000' is out of range (ports are 1 to 65535)"
     assert row["label"] == "Game <b>server</b>" and row["elements_in_label"] == 0
     assert page.visible("#wh-warnings")
 
     lab.break_apply()
+    page.open_add("exemption")
     page.fill("port", "443")
     page.fill("label", "LuCI" + webdriver.ENTER)
-    code, _field, text, _n = page.b.wait(lambda: page.form_error(), "the apply failure")
-    assert code == "apply_failed" and "Not a directory" in text
+    page.saved("a saved entry to close the dialog even when its rules cannot be loaded")
+    note = page.b.wait(lambda: browser.js("""var n = document.querySelector('#maincontent .alert-message.danger');
+		return n && [n.querySelector('strong').textContent, n.querySelector('.wh-error-detail').textContent];"""),
+        "the apply failure")
+    assert note[0] == "Saved, but the firewall rules could not be loaded: the previous rules stay in force."
+    assert "Not a directory" in note[1]
     rows = page.wait_rows(lambda rows: len(rows) == 2 and rows[1]["hints"], "the saved but unapplied entry")
     assert rows[1]["status"] == "error" and "Not a directory" in rows[1]["reason"]
     assert rows[1]["hints"] == ["forward"]      # the check ran and was shown...
@@ -342,9 +530,11 @@ def test_broken_entries_and_a_failed_apply_are_shown_with_their_reasons(browser,
                 "the header to report the failed apply")
     assert "Failed" in page.text("#wh-last-apply") and "Not a directory" in page.text("#wh-last-apply")
 
+    page.open_add("exemption")
     page.fill("port", "99999" + webdriver.ENTER)
-    page.b.wait(lambda: (page.form_error() or [None])[0] == "invalid_argument", "the validation error")
-    page.b.wait(lambda: not browser.prop(page.field("save"), "disabled"), "the form to be ready again")
+    assert page.modal_failed("the validation error")[:2] == ["invalid_argument", "port"]
+    page.b.wait(lambda: not browser.js("return document.querySelector('#wh-modal-save').disabled"),
+                "the dialog to be ready again")
     page.screenshot("error.png")
     page.assert_clean()
 
@@ -375,9 +565,11 @@ def test_read_only_session_sees_everything_and_can_change_nothing(browser, lab):
     fwd = page.row(rd, RD)
     assert fwd["label"] == "HA" and fwd["toggle_disabled"] is True and not fwd["deletable"]
     assert page.visible("#wh-readonly")
-    assert not browser.find_all("#wh-exemption-form") and not browser.find_all("#wh-redirect-form")
+    assert not browser.find_all("#wh-add-exemption, #wh-add-redirect, .wh-edit, .wh-delete, #wh-global-toggle, "
+                                "#wh-settings-save")
+    assert page.text("#wh-service").startswith("Enabled")
     writable = browser.js("""return Array.from(document.querySelectorAll(
-		'#view input, #view select, #view button, #view textarea')).filter(function(e) { return !e.disabled; }).length""")
+		'#view input:not([type=hidden]), #view select, #view button, #view textarea')).filter(function(e) { return !e.disabled; }).length""")
     assert writable == 0
 
     # The ACL, not only the page, refuses: a write through the page's own rpc is denied.
@@ -388,6 +580,7 @@ def test_read_only_session_sees_everything_and_can_change_nothing(browser, lab):
     probe = page.b.wait(lambda: browser.js("return window.__probe"), "the denied write")
     assert "Access denied" in probe.get("error", ""), probe
     assert lab.config() == before
+    page.screenshot("readonly.png")
     page.assert_clean()
 
 
@@ -476,4 +669,5 @@ def test_views_use_only_the_luci_client_surface():
         requires = set(re.findall(r"^'require ([\w.]+)';$", src, re.M))
         assert requires <= ALLOWED_REQUIRES, (path, requires - ALLOWED_REQUIRES)
         assert set(re.findall(r"\bL\.(\w+)", src)) <= ALLOWED_L, path
+        assert set(re.findall(r"\bui\.(\w+)", src)) <= ALLOWED_UI, (path, set(re.findall(r"\bui\.(\w+)", src)) - ALLOWED_UI)
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|%h", src), path

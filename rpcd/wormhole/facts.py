@@ -102,6 +102,13 @@ def parse_netifd_dump(dump):
     return out
 
 
+def network_names(cfg):
+    """The netifd interfaces an entry could be bound to (what a page offers as uplinks),
+    plus the ones the config names: sorted, without loopback."""
+    names = set(netifd_interfaces() or {}) | set(cfg.uplink_names())
+    return sorted(names - {"loopback"})
+
+
 def uplinks(cfg):
     netifd = netifd_interfaces() or {}
     reflected = {e.uplink for e in cfg.active("redirect") if e.rec["reflection"] and e.rec["dest_ip"].version == 4}

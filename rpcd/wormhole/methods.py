@@ -39,7 +39,7 @@ ARG_TYPES = {
     "dest_ip": (STRING,), "dest_port": _PORT, "snat": _FLAG,
     "mss": _PORT, "reply": _FLAG, "reflection": _FLAG,
     "mark_mask": (STRING,), "priority": _PORT, "table_base": _PORT, "fwmark_accept": _FLAG,
-    "unless_stopped": _FLAG,
+    "unless_stopped": _FLAG, "status": _FLAG,
 }
 
 MAIN_OPTIONS = ("enabled", "backend", "mark_mask", "priority", "table_base", "fwmark_accept")
@@ -51,7 +51,7 @@ _ALL_ENTRY = ("type",) + tuple(dict.fromkeys(ENTRY_OPTIONS["exemption"] + ENTRY_
 
 # method -> the arguments it accepts (besides rpcd's ubus_rpc_session, which is ignored).
 METHODS = {
-    "list": (),
+    "list": ("status",),
     "status": (),
     "add": _ALL_ENTRY,
     "update": ("id",) + _ALL_ENTRY,

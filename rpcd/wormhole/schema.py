@@ -191,22 +191,25 @@ def parse_mask(raw):
 # --- option tables -------------------------------------------------------------------
 
 class Opt:
-    """One option: its parser, its default (raw UCI text), and whether it is a list."""
+    """One option: its parser, its default (raw UCI text), whether it is a list, and how a
+    parsed value is written back when it is not the plain text of the value (`text`)."""
 
-    __slots__ = ("parse", "default", "required", "is_list", "doc")
+    __slots__ = ("parse", "default", "required", "is_list", "doc", "text")
 
-    def __init__(self, parse, default=None, required=False, is_list=False, doc=""):
+    def __init__(self, parse, default=None, required=False, is_list=False, doc="", text=None):
         self.parse = parse
         self.default = default
         self.required = required
         self.is_list = is_list
         self.doc = doc
+        self.text = text
 
 
 MAIN = {
     "enabled": Opt(parse_bool, "1", doc="0 removes every rule, route and table wormhole added"),
     "backend": Opt(enum(*BACKENDS), "auto", doc="auto | fw4 | fw3 (fw4 when /sbin/fw4 exists)"),
-    "mark_mask": Opt(parse_mask, "0xff000000", doc="firewall mark bits wormhole owns"),
+    "mark_mask": Opt(parse_mask, "0xff000000", doc="firewall mark bits wormhole owns",
+                     text=lambda v: "0x%08x" % v),     # a mask reads as hex, as it was written
     "priority": Opt(int_range(2, 32765), "90", doc="ip rule priority of the reply-routing rules"),
     "table_base": Opt(int_range(256, 0x7FFFFF00), "4090", doc="routing tables wormhole owns start above this"),
     "fwmark_accept": Opt(parse_bool, "1", doc="1: set net.ipv4.tcp_fwmark_accept while a TCP exemption "
@@ -261,20 +264,21 @@ TABLES = {"wormhole": MAIN, "uplink": UPLINK, "exemption": EXEMPTION, "redirect"
 class EntryType:
     """An entry section type: its options, id prefix, and which options say what."""
 
-    __slots__ = ("name", "options", "id_prefix", "port_field", "uplink_field", "noun")
+    __slots__ = ("name", "options", "id_prefix", "port_field", "uplink_field", "noun", "plural")
 
-    def __init__(self, name, options, id_prefix, port_field, uplink_field, noun):
+    def __init__(self, name, options, id_prefix, port_field, uplink_field, noun, plural):
         self.name = name
         self.options = options          # the option table
         self.id_prefix = id_prefix      # named sections: stable ids across reloads
         self.port_field = port_field    # the public port (range) the entry claims
         self.uplink_field = uplink_field    # the uplink it is bound to
         self.noun = noun                # "an exemption": for messages
+        self.plural = plural            # the key of `list`'s reply that holds them
 
 
 ENTRY_TYPES = {
-    "exemption": EntryType("exemption", EXEMPTION, "ex_", "port", "interface", "an exemption"),
-    "redirect": EntryType("redirect", REDIRECT, "rd_", "src_dport", "src", "a redirect"),
+    "exemption": EntryType("exemption", EXEMPTION, "ex_", "port", "interface", "an exemption", "exemptions"),
+    "redirect": EntryType("redirect", REDIRECT, "rd_", "src_dport", "src", "a redirect", "redirects"),
 }
 
 

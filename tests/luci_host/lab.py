@@ -70,6 +70,11 @@ class Lab:
         self.ns.exec(["ip", "addr", "add", "10.9.0.1/24", "dev", "tun0"])
         self.ns.exec(["ip", "link", "set", "tun0", "up"])
 
+    def uplink(self, name, device):
+        """Declare another uplink (as `config uplink` does where netifd is absent)."""
+        with open(self.root / "etc" / "config" / "wormhole", "a") as f:
+            f.write("\nconfig uplink '%s'\n\toption device '%s'\n" % (name, device))
+
     def internet(self):
         """Move the far end of the uplink into a peer namespace that plays the gateway."""
         if self.peer is None:

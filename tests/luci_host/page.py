@@ -4,6 +4,7 @@ import os
 import shutil
 
 from tests import support
+from tests.luci_host import webdriver
 from tests.luci_host.webdriver import WebDriverError
 
 # Every run saves its screenshots under tests/artifacts/; the copies the README links
@@ -19,7 +20,8 @@ return Array.from(document.querySelectorAll(arguments[0] + ' tr[data-id]')).map(
 		id: tr.getAttribute('data-id'), status: tr.getAttribute('data-status'),
 		proto: cell('proto'), port: cell('port'), label: cell('label'), hits: cell('hits'),
 		dest: cell('dest'), via: cell('via'), client: cell('client'), state: cell('state'), reason: cell('reason'),
-		status_text: cell('status'),
+		status_text: cell('status'), uplink: cell('uplink'), family: cell('family'), clients: cell('clients'),
+		editable: !!tr.querySelector('.wh-edit'),
 		hints: Array.from(tr.querySelectorAll('.wh-hint')).map(function(h) { return h.getAttribute('data-fix') || h.textContent; }),
 		fixes: Array.from(tr.querySelectorAll('.wh-fix')).map(function(b) { return b.getAttribute('data-fix'); }),
 		enabled: toggle ? toggle.checked : null, toggle_disabled: toggle ? toggle.disabled : null,
@@ -59,13 +61,29 @@ class Page:
     def text(self, css):
         return self.b.js("var e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
 
-    def form_error(self, form="#wh-exemption-form"):
-        """(code, field, text) of the error shown under a form, or None when hidden."""
+    def modal_open(self):
+        return self.b.js("return document.body.classList.contains('modal-overlay-active')"
+                         " && !!document.querySelector('#wh-modal')")
+
+    def field_error(self, scope="#wh-modal"):
+        """(code, field, headline, detail, elements in the detail) of the error shown in a
+        modal or the settings, on a field or above them; None when there is none."""
         return self.b.js("""
-			var e = document.querySelector(arguments[0] + ' .wh-form-error');
-			if (!e || e.style.display == 'none') return null;
-			return [e.getAttribute('data-code'), e.getAttribute('data-field'), e.textContent, e.children.length];
-		""", form)
+			var scope = document.querySelector(arguments[0]);
+			if (!scope) return null;
+			var box = scope.closest('.modal, #wh-settings') || scope;
+			var shown = Array.from(box.querySelectorAll('.wh-field-error, .wh-modal-error, .wh-settings-error'))
+				.filter(function(e) { return e.style.display != 'none'; })[0];
+			if (!shown) return null;
+			var row = shown.closest('.cbi-value'), detail = shown.querySelector('.wh-error-detail');
+			return [shown.getAttribute('data-code'), row ? row.getAttribute('data-name') : shown.getAttribute('data-field'),
+			        shown.querySelector('strong').textContent, detail ? detail.textContent : null,
+			        detail ? detail.children.length : null];
+		""", scope)
+
+    def invalid_fields(self, scope="#wh-modal"):
+        return self.b.js("""return Array.from(document.querySelectorAll(arguments[0] + ' .cbi-input-invalid'))
+			.map(function(e) { return e.closest('.cbi-value').getAttribute('data-name'); })""", scope)
 
     # -- acting -------------------------------------------------------------------------
 
@@ -78,19 +96,76 @@ class Page:
                 if "stale element" not in str(e) or i == attempts - 1:
                     raise
 
-    def field(self, name, form="#wh-exemption-form"):
-        return self.b.find("%s [name=%s]" % (form, name))
+    # The modal and the settings hold their fields in tabs: a field on a hidden tab is
+    # reached the way a user does, by its tab first.
+    SHOW_TAB_JS = """
+		var row = document.querySelector(arguments[0] + ' .cbi-value[data-name="' + arguments[1] + '"]');
+		var pane = row && row.closest('[data-tab]');
+		if (pane && pane.getAttribute('data-tab-active') != 'true')
+			pane.parentNode.parentNode.querySelector('.cbi-tabmenu li[data-tab="' + pane.getAttribute('data-tab') + '"] a').click();
+		return !!row;
+	"""
 
-    def fill(self, name, text, form="#wh-exemption-form"):
-        el = self.field(name, form)
+    def field(self, name, scope="#wh-modal"):
+        assert self.b.js(self.SHOW_TAB_JS, scope, name), "no field %s in %s" % (name, scope)
+        return self.b.find('%s .cbi-value[data-name="%s"] input:not([type=hidden]), %s .cbi-value[data-name="%s"] select'
+                           % (scope, name, scope, name))
+
+    def value(self, name, scope="#wh-modal"):
+        el = self.field(name, scope)
+        return self.b.js("var e = arguments[0]; return e.type == 'checkbox' ? e.checked : e.value;",
+                         webdriver.ElementRef(el))
+
+    def fill(self, name, text, scope="#wh-modal"):
+        el = self.field(name, scope)
         self.b.clear(el)
         if text:
             self.b.type(el, text)
         return el
 
-    def select(self, name, value, form="#wh-exemption-form"):
+    def select(self, name, value, scope="#wh-modal"):
+        self.field(name, scope)
         self.b.js("var s = document.querySelector(arguments[0]); s.value = arguments[1];"
-                  "s.dispatchEvent(new Event('change'));", "%s [name=%s]" % (form, name), value)
+                  "s.dispatchEvent(new Event('change'));", '%s .cbi-value[data-name="%s"] select' % (scope, name), value)
+
+    def check(self, name, on, scope="#wh-modal"):
+        el = self.field(name, scope)
+        if self.b.prop(el, "checked") != on:
+            self.b.click(el)
+
+    def add_items(self, name, items, scope="#wh-modal"):
+        """Type each item into a dynamic list and press Enter, as a user adds them."""
+        el = self.field(name, scope)
+        for item in items:
+            self.b.type(el, item + webdriver.ENTER)
+
+    def remove_item(self, name, value, scope="#wh-modal"):
+        """Click an item of a dynamic list: LuCI removes it."""
+        self.field(name, scope)
+        self.click('%s .cbi-value[data-name="%s"] .item[data-value="%s"]' % (scope, name, value))
+
+    def list_items(self, name, scope="#wh-modal"):
+        return self.b.js("""return Array.from(document.querySelectorAll(arguments[0] + ' .cbi-value[data-name="' +
+			arguments[1] + '"] .item')).map(function(i) { return i.getAttribute('data-value'); })""", scope, name)
+
+    def open_add(self, kind):
+        self.click("#wh-add-" + kind)
+        self.b.wait(self.modal_open, "the add dialog")
+
+    def open_edit(self, entry_id, table=EX):
+        self.click("%s tr[data-id='%s'] .wh-edit" % (table, entry_id))
+        self.b.wait(self.modal_open, "the edit dialog")
+
+    def save(self):
+        self.click("#wh-modal-save")
+
+    def saved(self, what):
+        """Wait until the dialog closed after a save."""
+        self.b.wait(lambda: not self.modal_open(), what)
+
+    def modal_failed(self, what):
+        """Wait for a save to be refused: the dialog stays, its error shown."""
+        return self.b.wait(lambda: self.modal_open() and self.field_error(), what)
 
     # -- waiting ------------------------------------------------------------------------
 

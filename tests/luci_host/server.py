@@ -75,6 +75,7 @@ class Ubus:
         self.ns = ns
         self.sessions = sessions or {}
         self.calls = collections.Counter()
+        self.log = []       # (object.method, arguments) of every call, in order
         self.lock = threading.Condition()
         self.signatures = self._plugin_list()
 
@@ -100,6 +101,8 @@ class Ubus:
         finally:
             with self.lock:
                 self.calls["%s.%s" % (obj, method)] += 1
+                self.log.append(("%s.%s" % (obj, method),
+                                 {k: v for k, v in args.items() if k != "ubus_rpc_session"}))
                 self.lock.notify_all()
 
     def _session(self, sid, method, args):
@@ -127,6 +130,11 @@ class Ubus:
     def count(self, name):
         with self.lock:
             return self.calls[name]
+
+    def requests(self, name):
+        """The arguments of every `name` call so far, oldest first."""
+        with self.lock:
+            return [args for called, args in self.log if called == name]
 
     def wait_count(self, name, at_least, timeout):
         with self.lock:

@@ -3,6 +3,7 @@ nothing; what they know of the system they ask of facts."""
 
 from .. import config, facts, fsutil, paths, schema, state
 from ..errors import CONFIG_ERROR, WormholeError, invalid
+from .args import parse_arg
 
 
 def _readable(cfg):
@@ -39,27 +40,39 @@ def _hits(e, counters):
 
 
 def list_entries(args):
-    cfg = _readable(config.load())
+    """Every entry with its status; with `status: true` also what `status` says, from the
+    same facts: the one call a LuCI poll makes (each call is an interpreter start)."""
+    with_status = parse_arg("status", schema.parse_bool, args.get("status", "0"))
+    cfg = config.load()
+    if not with_status:
+        _readable(cfg)
     fw = facts.backend(cfg)
-    counters = facts.nft_counters() if fw == "fw4" and cfg.main["enabled"] else {}
-    ups = facts.uplinks(cfg) if cfg.active() else {}
-    ks = facts.killswitch(ups) if ups else {"active": False}
-    last = state.last_apply()
+    ups = facts.uplinks(cfg) if cfg.active() or with_status else {}
+    ks = facts.killswitch(ups) if ups or with_status else {"active": False}
     out = {"exemptions": [], "redirects": []}
-    for e in cfg.entries:
-        view = _entry_view(e)
-        view["status"], reason = _status(e, cfg, ups, ks, counters, fw, last)
-        if reason:
-            view["error"] = reason
-        view["hits"] = _hits(e, counters)[0] if e.valid else 0
-        if e.warnings:
-            view["warnings"] = ["%s: %s" % w for w in e.warnings]
-        if e.type == "redirect":
-            # what the UI's "Via" column shows: lan, tunnel, uplink (hairpin) or None
-            view["via"] = facts.reached_by(e.rec["dest_ip"], {u["device"] for u in ups.values()}) \
-                if e.active and cfg.main["enabled"] else None
-        out["exemptions" if e.type == "exemption" else "redirects"].append(view)
+    if not cfg.error:
+        counters = facts.nft_counters() if fw == "fw4" and cfg.main["enabled"] else {}
+        last = state.last_apply()
+        for e in cfg.entries:
+            out[e.kind.plural].append(_listed(e, cfg, ups, ks, counters, fw, last))
+    if with_status:
+        out["status"] = _status_view(cfg, fw, ups, ks)
     return out
+
+
+def _listed(e, cfg, ups, ks, counters, fw, last):
+    view = _entry_view(e)
+    view["status"], reason = _status(e, cfg, ups, ks, counters, fw, last)
+    if reason:
+        view["error"] = reason
+    view["hits"] = _hits(e, counters)[0] if e.valid else 0
+    if e.warnings:
+        view["warnings"] = ["%s: %s" % w for w in e.warnings]
+    if e.type == "redirect":
+        # what the UI's "Via" column shows: lan, tunnel, uplink (hairpin) or None
+        view["via"] = facts.reached_by(e.rec["dest_ip"], {u["device"] for u in ups.values()}) \
+            if e.active and cfg.main["enabled"] else None
+    return view
 
 
 def _status(e, cfg, ups, ks, counters, fw, last):
@@ -94,9 +107,11 @@ def _status(e, cfg, ups, ks, counters, fw, last):
 
 def status(args):
     cfg = config.load()
-    fw = facts.backend(cfg)
     ups = facts.uplinks(cfg)
-    ks = facts.killswitch(ups)
+    return _status_view(cfg, facts.backend(cfg), ups, facts.killswitch(ups))
+
+
+def _status_view(cfg, fw, ups, ks):
     previous = state.applied().get("uplink_index", {})
     last = state.last_apply() or {"ok": None, "time": None, "error": None}
     warnings = config_warnings(cfg) + _sysctl_warnings(cfg, ups) + _redirect_warnings(cfg, ups)
@@ -109,13 +124,25 @@ def status(args):
     return {
         "enabled": bool(cfg.main["enabled"]),
         "backend": fw,
+        "settings": _settings_view(cfg.main),
         "killswitch": ks,
         "uplinks": uplinks,
+        "networks": facts.network_names(cfg),
         "last_apply": {"ok": last.get("ok"), "time": last.get("time"), "error": last.get("error")},
         "counts": {"exemptions": len(cfg.exemptions()), "redirects": len(cfg.redirects()),
                    "active": len(cfg.active()), "errors": len([e for e in cfg.entries if not e.valid])},
         "warnings": warnings,
     }
+
+
+def _settings_view(main):
+    """The options of `main` as the `settings` method takes them (what a settings form
+    starts from); an option that does not parse shows its default, as the load uses it."""
+    out = {}
+    for name, opt in schema.MAIN.items():
+        v = main.get(name)
+        out[name] = v if isinstance(v, bool) or v is None else (opt.text or str)(v)
+    return out
 
 
 def config_warnings(cfg):

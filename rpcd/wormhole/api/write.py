@@ -246,7 +246,7 @@ def settings(args):
         with _Session(check_main="enabled" not in args) as s:
             if not any(sec.type == "wormhole" and sec.name == "main" for sec in s.ed.sections()):
                 s.ed.add("wormhole", "main", {})
-            s.ed.set("main", {k: config.format_value(rec[k]) for k in args})
+            s.ed.set("main", {k: (schema.MAIN[k].text or config.format_value)(rec[k]) for k in args})
         return _apply_locked(cfg=s.written())
 
 
