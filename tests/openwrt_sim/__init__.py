@@ -14,6 +14,15 @@ OpenWrt pieces that a Debian host lacks are test doubles from this directory:
 /etc/init.d/rpcd, uci and logger. They record what they were asked in /tmp/sim-calls.log
 and /tmp/sim-logger.log of the scratch root. /sbin/fw4 (or /sbin/fw3) is an empty stub:
 its presence is how OpenWrt packages, wormhole included, tell the firewalls apart.
+
+python3-uci (pyuci) has no Debian package, and the router package leaves wormhole's own
+UCI file backend out (it depends on python3-uci). The sim's stand-in for python3-uci is
+that file backend, copied from the checkout into the sandbox's package directory when
+`wormhole` is unpacked, before its scripts run (as the dependency would be installed
+first), and recorded in /usr/lib/wormhole-sim/uci-stand-in.list, never in the package's
+own file list: `stand_in_files()` says which files are the fixture's.
+
+`Router` plays opkg; tests/openwrt_sim/apk.py plays apk-tools 3 on the same sandbox.
 """
 
 import gzip
@@ -31,6 +40,9 @@ REPO = HERE.parents[1]
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 OVERLAID = ("/etc", "/usr", "/run", "/tmp")
 INFO = "usr/lib/opkg/info"
+# Module files (package-relative) the router package leaves out: openwrt-feed/wormhole/Makefile.
+UCI_STAND_IN = ("wormhole/uci/filebackend.py", "wormhole/uci/syntax.py")
+STAND_IN_LIST = "/usr/lib/wormhole-sim/uci-stand-in.list"
 
 
 class SimError(AssertionError):
@@ -106,6 +118,21 @@ class Router:
         """A device path inside the scratch root (following its merged-/usr links)."""
         return self.root / device_path.lstrip("/")
 
+    def install_uci_stand_in(self):
+        """The file backend in place of python3-uci: a fixture, not part of any package."""
+        listed = []
+        for rel in UCI_STAND_IN:
+            dest = "/usr/lib/wormhole/" + rel
+            self.path(dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / "rpcd" / rel, self.path(dest))
+            listed.append(dest)
+        self.path(STAND_IN_LIST).parent.mkdir(parents=True, exist_ok=True)
+        self.path(STAND_IN_LIST).write_text("".join(f + "\n" for f in listed))
+
+    def stand_in_files(self):
+        p = self.path(STAND_IN_LIST)
+        return p.read_text().split() if p.exists() else []
+
     def calls(self):
         p = self.path("/tmp/sim-calls.log")
         return p.read_text().splitlines() if p.exists() else []
@@ -157,6 +184,8 @@ class Router:
             self.script(name, "postrm", "upgrade", version, upgrade=True)
             self._remove_files(name, keep=self._conffiles(name))
         files = self._extract(data)
+        if name == "wormhole":
+            self.install_uci_stand_in()
         for cf in conffiles:
             self._resolve_conffile(cf, backups.get(cf))
         info = self.path("/" + INFO)
