@@ -9,7 +9,6 @@ import gzip
 import io
 import os
 import re
-import subprocess
 import sys
 import tarfile
 
@@ -22,21 +21,15 @@ import feedpkg  # noqa: E402
 
 import wormhole  # noqa: E402
 
-MKIPK = os.path.join(support.REPO, "tools", "mkipk.py")
 VERSION = "%s-r1" % wormhole.VERSION
 EXECUTABLE = {"/usr/libexec/rpcd/wormhole", "/usr/sbin/wormhole", "/etc/init.d/wormhole",
               "/etc/hotplug.d/iface/95-wormhole", "/etc/uci-defaults/90-wormhole"}
 BACKEND_MAX_BYTES = 100 * 1024
-# The UCI file backend: for hosts without libuci, never in the router package.
-HOST_ONLY = {"/usr/lib/wormhole/wormhole/uci/filebackend.py", "/usr/lib/wormhole/wormhole/uci/syntax.py"}
+HOST_ONLY = support.HOST_ONLY
 
 
-def build(out, *args, epoch="1700000000"):
-    env = dict(os.environ, SOURCE_DATE_EPOCH=epoch)
-    p = subprocess.run([sys.executable, MKIPK, "--out", str(out)] + list(args), capture_output=True,
-                       text=True, timeout=60, env=env)
-    assert p.returncode == 0, p.stderr
-    return p
+def build(out, *args):
+    return support.build_packages("mkipk.py", out, *args)
 
 
 @pytest.fixture(scope="module")

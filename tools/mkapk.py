@@ -94,7 +94,8 @@ class Adb:
             return INT << 28 | n
         if n < 1 << 32:
             return INT32 << 28 | self._store(struct.pack("<I", n), 4)
-        return INT64 << 28 | self._store(struct.pack("<Q", n), 4)
+        # 8-aligned: apk 3.0.0 reads 4, its pre-release snapshots wanted 8.
+        return INT64 << 28 | self._store(struct.pack("<Q", n), 8)
 
     def obj(self, slots, kind=OBJECT):
         """slots: {index: value} (objects) or [value, ...] (arrays, index 1 on)."""

@@ -155,6 +155,15 @@ class Router:
             raise SimError("%s failed (%d):\n%s%s" % (" ".join(argv), p.returncode, p.stdout, p.stderr))
         return p
 
+    def run_on_host(self, argv, env):
+        """As in an image build: on the build host (no sandbox), IPKG_INSTROOT naming the image."""
+        e = dict(env, PATH=CLEAN_PATH)
+        p = subprocess.run(["ip", "netns", "exec", self.ns] + list(argv), capture_output=True, text=True,
+                           timeout=60, env=e, cwd="/")
+        if p.returncode != 0:
+            raise SimError("%s (image build) failed: %s%s" % (" ".join(argv), p.stdout, p.stderr))
+        return p
+
     def script(self, package, script, *args, upgrade=False):
         """Run a maintainer script the way opkg does: `sh -c '<info>/<pkg>.<script> <args>'`."""
         path = "/%s/%s.%s" % (INFO, package, script)
@@ -199,12 +208,7 @@ class Router:
         (info / ("%s.conffile-sums" % name)).write_text(
             "".join("%s %s\n" % (cf, self._sum_of_package_copy(data, cf)) for cf in conffiles))
         if image:
-            env = {"PATH": CLEAN_PATH, "IPKG_INSTROOT": str(self.root)}
-            p = subprocess.run(["ip", "netns", "exec", self.ns, "sh", str(info / ("%s.postinst" % name))],
-                               capture_output=True, text=True, timeout=60, env=env, cwd="/")
-            if p.returncode != 0:
-                raise SimError("postinst (image) failed: %s%s" % (p.stdout, p.stderr))
-            return p
+            return self.run_on_host(["sh", str(info / ("%s.postinst" % name))], {"IPKG_INSTROOT": str(self.root)})
         return self.script(name, "postinst", "configure", upgrade=bool(old))
 
     def remove(self, package):
