@@ -1,5 +1,5 @@
-# luci-app-wormhole: make demo | test | ipk | lint | bench | golden | fuzz | i18n
-.PHONY: all demo test ipk lint bench golden fuzz i18n deps clean
+# luci-app-wormhole: make demo | test | ipk | apk | lint | bench | golden | fuzz | i18n
+.PHONY: all demo test ipk apk lint bench golden fuzz i18n deps clean
 
 PYTHON_VENV := .venv/bin/python
 
@@ -33,6 +33,10 @@ i18n:
 
 ipk:
 	python3 tools/mkipk.py --out dist
+
+# apk-tools 3 packages for OpenWrt 25.12 and later (dist/*.apk), from the same feed Makefiles.
+apk:
+	python3 tools/mkapk.py --out dist
 
 lint: deps
 	$(PYTHON_VENV) -m pyflakes rpcd tests tools bench 2>/dev/null || $(PYTHON_VENV) -m pip install -q pyflakes && $(PYTHON_VENV) -m pyflakes rpcd tests tools bench

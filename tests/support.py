@@ -4,6 +4,7 @@ import json
 import os
 import shutil
 import subprocess
+import sys
 import uuid
 
 import pytest
@@ -133,3 +134,17 @@ config uplink 'wan'
 	option gateway '192.0.2.1'
 	option gateway6 '2001:db8:2::1'
 """
+
+
+# The UCI file backend: for hosts without libuci, never in the router package
+# (openwrt-feed/wormhole/Makefile, WORMHOLE_HOST_ONLY).
+HOST_ONLY = {"/usr/lib/wormhole/wormhole/uci/filebackend.py", "/usr/lib/wormhole/wormhole/uci/syntax.py"}
+
+
+def build_packages(tool, out, *args, epoch="1700000000"):
+    """Run tools/<tool> (mkipk.py or mkapk.py) with a fixed SOURCE_DATE_EPOCH; its output."""
+    env = dict(os.environ, SOURCE_DATE_EPOCH=epoch)
+    p = subprocess.run([sys.executable, os.path.join(REPO, "tools", tool), "--out", str(out)] + list(args),
+                       capture_output=True, text=True, timeout=60, env=env)
+    assert p.returncode == 0, p.stderr
+    return p

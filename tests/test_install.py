@@ -1,5 +1,6 @@
-"""Install, upgrade and remove the built .ipk files the way opkg does, then use the installed
-copy (never the checkout): the rpcd plugin, the CLI, the init script, the hotplug script.
+"""Install, upgrade and remove the built .ipk files the way opkg does, and the .apk files the
+way apk-tools 3 does (OpenWrt 25.12), then use the installed copy (never the checkout): the
+rpcd plugin, the CLI, the init script, the hotplug script.
 
 tests/openwrt_sim plays opkg and the OpenWrt pieces a Debian host lacks; the maintainer
 scripts run as on a router (IPKG_INSTROOT empty) in a sandbox whose kernel is a scratch
@@ -18,10 +19,12 @@ import time
 import pytest
 
 from tests import support
+from tests import apkv3
 from tests.openwrt_sim import Router, SimError, control_fields, read_ipk
+from tests.openwrt_sim.apk import Apk
 from tests.test_apply import FW4_BASE
 
-MKIPK = os.path.join(support.REPO, "tools", "mkipk.py")
+DEFAULT_CONFIG = os.path.join(support.REPO, "files/etc/config/wormhole")
 UPLINK = """
 config uplink 'wan'
 	option device 'wan0'
@@ -31,17 +34,33 @@ config uplink 'wan'
 HOTPLUG_WAIT = 20
 
 
-@pytest.fixture(scope="module")
-def ipks(tmp_path_factory):
+def built(tmp_path_factory, tool, name_and_version):
     """{(package, release): path}: release 2 is the 'newer build' of the upgrade tests."""
     out = tmp_path_factory.mktemp("dist")
-    built = {}
     for release in ("1", "2"):
-        support.run([sys.executable, MKIPK, "--out", str(out), "--release", release])
+        support.run([sys.executable, os.path.join(support.REPO, "tools", tool), "--out", str(out), "--release", release])
+    found = {}
     for path in out.iterdir():
+        name, version = name_and_version(path)
+        found[(name, version.rsplit("-r", 1)[1])] = path
+    return found
+
+
+@pytest.fixture(scope="module")
+def ipks(tmp_path_factory):
+    def name_and_version(path):
         fields = control_fields(read_ipk(path)[0]["control"])
-        built[(fields["Package"], fields["Version"].rsplit("-r", 1)[1])] = path
-    return built
+        return fields["Package"], fields["Version"]
+    return built(tmp_path_factory, "mkipk.py", name_and_version)
+
+
+@pytest.fixture(scope="module")
+def apks(tmp_path_factory):
+    """Read back with the independent reader (tests/apkv3.py)."""
+    def name_and_version(path):
+        info = apkv3.read(path).info
+        return info["name"], info["version"]
+    return built(tmp_path_factory, "mkapk.py", name_and_version)
 
 
 @pytest.fixture
@@ -342,3 +361,145 @@ def test_installed_copy_in_the_router_lab(ipks):
             assert reply is not None and reply.peer_ip == lab.client4
         finally:
             r.close()
+
+
+# --- apk (OpenWrt 25.12): install, upgrade, remove with apk-tools 3's semantics -------------------
+
+WORMHOLE_PATHS = ("/usr/lib/wormhole", "/usr/sbin/wormhole", "/usr/libexec/rpcd/wormhole", "/etc/init.d/wormhole",
+                  "/etc/hotplug.d/iface/95-wormhole", "/etc/uci-defaults/90-wormhole",
+                  "/lib/apk/packages/wormhole.list", "/lib/apk/packages/wormhole.conffiles",
+                  "/lib/apk/packages/wormhole.conffiles_static",
+                  "/usr/share/nftables.d/ruleset-post/50-wormhole.nft",
+                  "/usr/share/nftables.d/chain-pre/input/50-wormhole.nft")
+
+
+def leftovers(r):
+    """Paths with 'wormhole' in them that outlive a removal, but for runtime state in RAM
+    (/run, /tmp) and the sim's own records (its python3-uci stand-in, its apk database)."""
+    skip = ("/run", "/tmp", "/var", "/usr/lib/wormhole-sim", "/lib/apk/db")
+    found = []
+    for d, dirs, names in os.walk(r.root):
+        for n in dirs + names:
+            path = "/" + os.path.relpath(os.path.join(d, n), r.root)
+            if "wormhole" in n and not path.startswith(skip):
+                found.append(path)
+    return sorted(found)
+
+
+def test_apk_install_upgrade_remove_fw4(apks, sim, netns):
+    netns.exec(["nft", "-f", "-"], input=FW4_BASE)
+    before = kernel(netns)
+    r = sim("fw4")
+    apk = Apk(r)
+    config = r.path("/etc/config/wormhole")
+
+    apk.add(apks[("wormhole", "1")])
+    calls = r.calls()
+    # apk's post-install: default_postinst (uci-defaults, enable, start), then ours (rpcd reload).
+    assert "wormhole start" in calls and "rpcd reload" in calls
+    assert sorted(os.listdir(r.path("/etc/rc.d"))) == ["K10wormhole", "S99wormhole"]
+    assert not r.path("/etc/uci-defaults/90-wormhole").exists(), "uci-defaults ran from the apk .list"
+    assert plugin_call(r, "status")["backend"] == "fw4"
+    listed = r.path("/lib/apk/packages/wormhole.list").read_text().split()
+    assert "/etc/config/wormhole" in listed and not set(r.stand_in_files()) & set(listed)
+
+    add_user_config(r)
+    r.run(["wormhole", "inbound", "add", "tcp:443", "--label", "LuCI"])
+    applied = kernel(netns)
+    assert " 443 . tcp . " in applied
+    user_config = config.read_bytes()
+
+    # Upgrade: apk runs only the new package's post-upgrade; the old service is not stopped.
+    r.clear_calls()
+    apk.add(apks[("wormhole", "2")])
+    assert apk.installed("wormhole")["version"].endswith("-r2")
+    calls = r.calls()
+    assert "wormhole start" in calls and "wormhole stop" not in calls
+    assert sorted(os.listdir(r.path("/etc/rc.d"))) == ["K10wormhole", "S99wormhole"]
+    assert config.read_bytes() == user_config, "apk keeps the changed config"
+    assert r.path("/etc/config/wormhole.apk-new").read_bytes() == open(DEFAULT_CONFIG, "rb").read()
+    assert kernel(netns) == applied, "the new version re-applied the same rules"
+    assert [e["label"] for e in json.loads(r.run(["wormhole", "list", "--json"]).stdout)["exemptions"]] == ["LuCI"]
+
+    r.clear_calls()
+    apk.delete("wormhole")
+    assert kernel(netns) == before, "removal leaves no rule, route or ip rule behind"
+    assert "rpcd reload" in r.calls()
+    for gone in WORMHOLE_PATHS:
+        assert not os.path.lexists(r.path(gone)), gone
+    assert os.listdir(r.path("/etc/rc.d")) == []
+    # apk del keeps a protected file the user changed (only --purge removes it), and drops .apk-new.
+    assert config.read_bytes() == user_config
+    assert leftovers(r) == ["/etc/config/wormhole"]
+
+
+def test_apk_unchanged_config_is_replaced_and_removal_leaves_nothing(apks, sim, netns):
+    r = sim("fw4")
+    apk = Apk(r)
+    apk.add(apks[("wormhole", "1")])
+    apk.add(apks[("wormhole", "2")])
+    assert not r.path("/etc/config/wormhole.apk-new").exists(), "an unchanged config is simply replaced"
+    apk.delete("wormhole")
+    assert leftovers(r) == []
+
+
+def test_apk_purge_removes_a_changed_config(apks, sim, netns):
+    r = sim("fw4")
+    apk = Apk(r)
+    apk.add(apks[("wormhole", "1")])
+    add_user_config(r)
+    apk.add(apks[("wormhole", "2")])
+    apk.delete("wormhole", purge=True)
+    assert leftovers(r) == []
+
+
+def test_apk_image_build(apks, sim, netns):
+    r = sim("fw4")
+    Apk(r).add(apks[("wormhole", "1")], image=True)
+    assert sorted(os.listdir(r.path("/etc/rc.d"))) == ["K10wormhole", "S99wormhole"]
+    assert r.calls() == [], "an image build touches nothing live"
+    assert r.path("/etc/uci-defaults/90-wormhole").exists(), "uci-defaults wait for first boot"
+
+
+def test_apk_fw3_include_added_and_removed(apks, sim, netns):
+    r = sim("fw3")
+    apk = Apk(r)
+    apk.add(apks[("wormhole", "1")])
+    assert sorted(firewall_includes(r)) == ["wormhole_ipv4", "wormhole_ipv6"]
+    apk.add(apks[("wormhole", "2")])
+    assert sorted(firewall_includes(r)) == ["wormhole_ipv4", "wormhole_ipv6"], "an upgrade adds no second include"
+    apk.delete("wormhole")
+    assert firewall_includes(r) == {}
+
+
+def test_apk_luci_app_install_and_remove(apks, sim, netns):
+    r = sim("fw4")
+    apk = Apk(r)
+    apk.add(apks[("wormhole", "1")])
+    cache = r.path("/tmp/luci-indexcache.0123abcd.json")
+    cache.write_text("{}")
+    r.clear_calls()
+    apk.add(apks[("luci-app-wormhole", "1")])
+    assert not cache.exists() and "rpcd reload" in r.calls()
+    files = apkv3.read(apks[("luci-app-wormhole", "1")]).files()
+    for path, f in files.items():
+        assert r.path(path).read_bytes() == f.data and r.path(path).stat().st_mode & 0o7777 == f.mode
+    apk.delete("luci-app-wormhole")
+    assert all(not r.path(p).exists() for p in files)
+    assert apk.installed("wormhole") is not None
+
+
+# --- a router without python3-uci ------------------------------------------------------------------
+
+def test_without_python3_uci_every_command_says_what_is_missing(ipks, sim, netns):
+    """The package depends on python3-uci; should it be missing anyway, nothing falls back
+    silently: reads and writes fail with the package to install."""
+    r = sim("fw4")
+    r.install(ipks[("wormhole", "1")])
+    for f in r.stand_in_files():
+        r.path(f).unlink()
+    p = r.run(["wormhole", "inbound", "add", "tcp:443", "--json"], check=False)
+    assert p.returncode == 1, p.stdout + p.stderr
+    assert "python3-uci" in support.first_json(p.stdout)["error"]["message"], p.stdout + p.stderr
+    status = plugin_call(r, "status")
+    assert "python3-uci" in json.dumps(status)

@@ -4,11 +4,11 @@ The format is the one opkg-lede reads (an outer gzip'd tar, not a Debian ar arch
 control fields are OpenWrt's, modes and paths are what the feed Makefiles install.
 """
 
+import glob
 import gzip
 import io
 import os
 import re
-import subprocess
 import sys
 import tarfile
 
@@ -17,23 +17,19 @@ import pytest
 from tests import support
 
 sys.path.insert(0, os.path.join(support.REPO, "tools"))
-import mkipk  # noqa: E402
+import feedpkg  # noqa: E402
 
 import wormhole  # noqa: E402
 
-MKIPK = os.path.join(support.REPO, "tools", "mkipk.py")
 VERSION = "%s-r1" % wormhole.VERSION
 EXECUTABLE = {"/usr/libexec/rpcd/wormhole", "/usr/sbin/wormhole", "/etc/init.d/wormhole",
               "/etc/hotplug.d/iface/95-wormhole", "/etc/uci-defaults/90-wormhole"}
 BACKEND_MAX_BYTES = 100 * 1024
+HOST_ONLY = support.HOST_ONLY
 
 
-def build(out, *args, epoch="1700000000"):
-    env = dict(os.environ, SOURCE_DATE_EPOCH=epoch)
-    p = subprocess.run([sys.executable, MKIPK, "--out", str(out)] + list(args), capture_output=True,
-                       text=True, timeout=60, env=env)
-    assert p.returncode == 0, p.stderr
-    return p
+def build(out, *args):
+    return support.build_packages("mkipk.py", out, *args)
 
 
 @pytest.fixture(scope="module")
@@ -168,7 +164,7 @@ def test_backend_files_modes_and_paths(dist, tmp_path):
     pkg_dir = os.path.join(support.REPO, "rpcd")
     python = {"/usr/lib/wormhole/" + os.path.relpath(os.path.join(dp, n), pkg_dir)
               for dp, dirs, names in os.walk(os.path.join(pkg_dir, "wormhole"))
-              if "__pycache__" not in dp for n in names if n.endswith(".py")}
+              if "__pycache__" not in dp for n in names if n.endswith(".py")} - HOST_ONLY
     assert python and set(files) == python | EXECUTABLE | {"/etc/config/wormhole"}
     for path, mode in files.items():
         expected = 0o755 if path in EXECUTABLE else 0o600 if path == "/etc/config/wormhole" else 0o644
@@ -210,7 +206,7 @@ def test_luci_package(dist, tmp_path):
 
 def test_versions_agree():
     for name in ("wormhole", "luci-app-wormhole"):
-        variables, _ = mkipk.parse_makefile(os.path.join(support.REPO, "openwrt-feed", name, "Makefile"))
+        variables, _ = feedpkg.parse_makefile(os.path.join(support.REPO, "openwrt-feed", name, "Makefile"))
         assert variables["PKG_VERSION"] == wormhole.VERSION, name
 
 
@@ -236,10 +232,25 @@ def test_luci_feed_dirs_point_at_the_app():
     ("+!PACKAGE_firewall4:c +X&&Y:e", {"X", "Y"}, ["c", "e"]),
 ])
 def test_conditional_dependencies_resolve_like_openwrt(spec, symbols, expected):
-    assert mkipk.resolve_depends(spec, symbols) == expected
+    assert feedpkg.resolve_depends(spec, symbols) == expected
 
 
 def test_maintainer_scripts_may_not_use_make_variables():
-    with pytest.raises(mkipk.BuildError):
-        mkipk.shell_text("echo $(PKG_NAME)", "postinst")
-    assert mkipk.shell_text("echo $${IPKG_INSTROOT}\n", "postinst") == "echo ${IPKG_INSTROOT}\n"
+    with pytest.raises(feedpkg.BuildError):
+        feedpkg.shell_text("echo $(PKG_NAME)", "postinst")
+    assert feedpkg.shell_text("echo $${IPKG_INSTROOT}\n", "postinst") == "echo ${IPKG_INSTROOT}\n"
+
+
+def test_the_router_package_has_no_uci_file_backend(dist, tmp_path):
+    """The package depends on python3-uci: the file backend (and the syntax module only it
+    uses) stays on development hosts, named once in the Makefile's WORMHOLE_HOST_ONLY."""
+    files = tar_files(unpack(dist / ("wormhole_%s_all.ipk" % VERSION), tmp_path / "x"), "data")
+    assert "/usr/lib/wormhole/wormhole/uci/__init__.py" in files
+    assert "/usr/lib/wormhole/wormhole/uci/euci_backend.py" in files
+    assert not HOST_ONLY & set(files)
+    variables, _ = feedpkg.parse_makefile(os.path.join(support.REPO, "openwrt-feed", "wormhole", "Makefile"))
+    assert {"/usr/lib/wormhole/" + p for p in variables["WORMHOLE_HOST_ONLY"].split()} == HOST_ONLY
+    # Only the file backend imports the syntax module, so it can stay out with it.
+    users = [p for p in glob.glob(os.path.join(support.REPO, "rpcd", "wormhole", "**", "*.py"), recursive=True)
+             if re.search(r"^from \.syntax import|^from \.+uci\.syntax import|import syntax", open(p).read(), re.M)]
+    assert [os.path.relpath(p, support.REPO) for p in users] == ["rpcd/wormhole/uci/filebackend.py"]

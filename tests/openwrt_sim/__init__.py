@@ -14,6 +14,15 @@ OpenWrt pieces that a Debian host lacks are test doubles from this directory:
 /etc/init.d/rpcd, uci and logger. They record what they were asked in /tmp/sim-calls.log
 and /tmp/sim-logger.log of the scratch root. /sbin/fw4 (or /sbin/fw3) is an empty stub:
 its presence is how OpenWrt packages, wormhole included, tell the firewalls apart.
+
+python3-uci (pyuci) has no Debian package, and the router package leaves wormhole's own
+UCI file backend out (it depends on python3-uci). The sim's stand-in for python3-uci is
+that file backend, copied from the checkout into the sandbox's package directory when
+`wormhole` is unpacked, before its scripts run (as the dependency would be installed
+first), and recorded in /usr/lib/wormhole-sim/uci-stand-in.list, never in the package's
+own file list: `stand_in_files()` says which files are the fixture's.
+
+`Router` plays opkg; tests/openwrt_sim/apk.py plays apk-tools 3 on the same sandbox.
 """
 
 import gzip
@@ -31,6 +40,9 @@ REPO = HERE.parents[1]
 CLEAN_PATH = "/usr/sbin:/usr/bin:/sbin:/bin"
 OVERLAID = ("/etc", "/usr", "/run", "/tmp")
 INFO = "usr/lib/opkg/info"
+# Module files (package-relative) the router package leaves out: openwrt-feed/wormhole/Makefile.
+UCI_STAND_IN = ("wormhole/uci/filebackend.py", "wormhole/uci/syntax.py")
+STAND_IN_LIST = "/usr/lib/wormhole-sim/uci-stand-in.list"
 
 
 class SimError(AssertionError):
@@ -106,6 +118,21 @@ class Router:
         """A device path inside the scratch root (following its merged-/usr links)."""
         return self.root / device_path.lstrip("/")
 
+    def install_uci_stand_in(self):
+        """The file backend in place of python3-uci: a fixture, not part of any package."""
+        listed = []
+        for rel in UCI_STAND_IN:
+            dest = "/usr/lib/wormhole/" + rel
+            self.path(dest).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(REPO / "rpcd" / rel, self.path(dest))
+            listed.append(dest)
+        self.path(STAND_IN_LIST).parent.mkdir(parents=True, exist_ok=True)
+        self.path(STAND_IN_LIST).write_text("".join(f + "\n" for f in listed))
+
+    def stand_in_files(self):
+        p = self.path(STAND_IN_LIST)
+        return p.read_text().split() if p.exists() else []
+
     def calls(self):
         p = self.path("/tmp/sim-calls.log")
         return p.read_text().splitlines() if p.exists() else []
@@ -126,6 +153,15 @@ class Router:
         p = subprocess.run(full, capture_output=True, text=True, timeout=timeout, env=e, input=input, cwd="/")
         if check and p.returncode != 0:
             raise SimError("%s failed (%d):\n%s%s" % (" ".join(argv), p.returncode, p.stdout, p.stderr))
+        return p
+
+    def run_on_host(self, argv, env):
+        """As in an image build: on the build host (no sandbox), IPKG_INSTROOT naming the image."""
+        e = dict(env, PATH=CLEAN_PATH)
+        p = subprocess.run(["ip", "netns", "exec", self.ns] + list(argv), capture_output=True, text=True,
+                           timeout=60, env=e, cwd="/")
+        if p.returncode != 0:
+            raise SimError("%s (image build) failed: %s%s" % (" ".join(argv), p.stdout, p.stderr))
         return p
 
     def script(self, package, script, *args, upgrade=False):
@@ -157,6 +193,8 @@ class Router:
             self.script(name, "postrm", "upgrade", version, upgrade=True)
             self._remove_files(name, keep=self._conffiles(name))
         files = self._extract(data)
+        if name == "wormhole":
+            self.install_uci_stand_in()
         for cf in conffiles:
             self._resolve_conffile(cf, backups.get(cf))
         info = self.path("/" + INFO)
@@ -170,12 +208,7 @@ class Router:
         (info / ("%s.conffile-sums" % name)).write_text(
             "".join("%s %s\n" % (cf, self._sum_of_package_copy(data, cf)) for cf in conffiles))
         if image:
-            env = {"PATH": CLEAN_PATH, "IPKG_INSTROOT": str(self.root)}
-            p = subprocess.run(["ip", "netns", "exec", self.ns, "sh", str(info / ("%s.postinst" % name))],
-                               capture_output=True, text=True, timeout=60, env=env, cwd="/")
-            if p.returncode != 0:
-                raise SimError("postinst (image) failed: %s%s" % (p.stdout, p.stderr))
-            return p
+            return self.run_on_host(["sh", str(info / ("%s.postinst" % name))], {"IPKG_INSTROOT": str(self.root)})
         return self.script(name, "postinst", "configure", upgrade=bool(old))
 
     def remove(self, package):

@@ -4,13 +4,18 @@
 # runs and init scripts are enabled through $IPKG_INSTROOT/etc/rc.common; on a running
 # system uci-defaults run (and are deleted), the LuCI cache is cleared, and init scripts
 # are enabled (not on upgrade) and started. prerm mirrors it: stop, and disable unless
-# PKG_UPGRADE=1.
+# PKG_UPGRADE=1. Both package managers, as base-files does: apk's scripts export $pkgname
+# and ship the file list as /lib/apk/packages/<pkg>.list; opkg's pass the script path ($1)
+# and keep /usr/lib/opkg/info/<pkg>.list. add_group_and_user is a no-op: our packages
+# ask for no users (no Require-User / .rusers).
+
+add_group_and_user() { :; }
 
 default_postinst() {
 	local root="${IPKG_INSTROOT}"
-	local pkgname
-	pkgname="$(basename "${1%.*}")"
+	[ -z "$pkgname" ] && local pkgname="$(basename "${1%.*}")"
 	local filelist="$root/usr/lib/opkg/info/$pkgname.list"
+	[ -f "$root/lib/apk/packages/$pkgname.list" ] && filelist="$root/lib/apk/packages/$pkgname.list"
 	local ret=0 i
 
 	if [ -z "$root" ]; then
@@ -39,9 +44,9 @@ default_postinst() {
 
 default_prerm() {
 	local root="${IPKG_INSTROOT}"
-	local pkgname
-	pkgname="$(basename "${1%.*}")"
+	[ -z "$pkgname" ] && local pkgname="$(basename "${1%.*}")"
 	local filelist="$root/usr/lib/opkg/info/$pkgname.list"
+	[ -f "$root/lib/apk/packages/$pkgname.list" ] && filelist="$root/lib/apk/packages/$pkgname.list"
 	local ret=0 i
 
 	if [ -f "$root/usr/lib/opkg/info/$pkgname.prerm-pkg" ]; then
