@@ -671,3 +671,6 @@ def test_views_use_only_the_luci_client_surface():
         assert set(re.findall(r"\bL\.(\w+)", src)) <= ALLOWED_L, path
         assert set(re.findall(r"\bui\.(\w+)", src)) <= ALLOWED_UI, (path, set(re.findall(r"\bui\.(\w+)", src)) - ALLOWED_UI)
         assert not re.search(r"innerHTML|outerHTML|insertAdjacentHTML|document\.write|%h", src), path
+        # no colours of our own: the theme's classes (label success/warning/danger, alert-message)
+        # colour the page, so bootstrap, material, openwrt-2020 and dark modes all draw it
+        assert not re.search(r"(?i)color\s*:|background|#[0-9a-f]{3,6}\b", src), path

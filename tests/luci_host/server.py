@@ -32,6 +32,12 @@ from tests.luci_host import acl
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 WWW = os.path.join(HERE, "www")
+# WORMHOLE_LUCI_RUNTIME=<dir laid out as a router's /www> serves LuCI's own runtime
+# (luci-static/resources/{luci,ui,form,rpc,uci,validation,fs}.js and a theme's
+# luci-static/<theme>/cascade.css) in place of the stand-in, to check the stand-in's fidelity
+# against the real thing by hand: CI has no copy of LuCI, and none is committed here.
+RUNTIME = os.environ.get("WORMHOLE_LUCI_RUNTIME") or None
+RUNTIME_THEME = os.environ.get("WORMHOLE_LUCI_THEME", "bootstrap")
 APP = os.path.join(support.REPO, "luci-app-wormhole")
 APP_HTDOCS = os.path.join(APP, "htdocs")
 ACL_DIR = os.path.join(APP, "root", "usr", "share", "rpcd", "acl.d")
@@ -200,7 +206,7 @@ PAGE = """<!DOCTYPE html>
 <head>
 <meta charset="utf-8">
 <title>%(title)s - LuCI</title>
-<link rel="stylesheet" href="/luci-static/resources/cascade.css">
+%(theme)s
 <script>
 /* test instrumentation: record dialogs and uncaught errors instead of blocking on them */
 window.__alerts = []; window.__errors = [];
@@ -293,7 +299,11 @@ class Host:
             if os.path.isdir(INCLUDE_DIR) else [],
         }
         title = node.get("title", path)
-        html = PAGE % {"title": _html_text(title), "env": _script_json(env),
+        theme = '<link rel="stylesheet" href="/luci-static/resources/cascade.css">'
+        if RUNTIME:     # LuCI's theme, and the cbi_init its runtime calls once (cbi.js's, unused here)
+            theme = ('<link rel="stylesheet" href="/luci-static/%s/cascade.css">\n'
+                     '<script>window.cbi_init = function() {};</script>' % RUNTIME_THEME)
+        html = PAGE % {"title": _html_text(title), "env": _script_json(env), "theme": theme,
                        "crumb": _html_text(" › ".join(p.capitalize() for p in path.split("/")[1:-1]) + " › " + title),
                        "view": _script_json(node["action"]["path"])}
         return 200, html
@@ -314,8 +324,10 @@ def _load_menu(menu_dir):
 
 
 def _resource(rel):
-    """The file serving /luci-static/resources/<rel>: the app's own, else the stand-in runtime's."""
-    for base in (os.path.join(APP_HTDOCS, "luci-static", "resources"), os.path.join(WWW, "luci-static", "resources")):
+    """The file serving /luci-static/resources/<rel>: the app's own, else the runtime's (the
+    stand-in, or LuCI's own with WORMHOLE_LUCI_RUNTIME)."""
+    runtime = os.path.join(RUNTIME or WWW, "luci-static", "resources")
+    for base in (os.path.join(APP_HTDOCS, "luci-static", "resources"), runtime):
         path = os.path.realpath(os.path.join(base, rel))
         if path.startswith(os.path.realpath(base) + os.sep) and os.path.isfile(path):
             return path
@@ -349,6 +361,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
                 return self._send(404, "not found", "text/plain")
             with open(path, "rb") as f:
                 return self._send(200, f.read(), MIME.get(os.path.splitext(path)[1], "application/octet-stream"))
+        if RUNTIME and url.path.startswith("/luci-static/"):     # the real theme's files
+            base = os.path.realpath(os.path.join(RUNTIME, "luci-static"))
+            path = os.path.realpath(os.path.join(base, urllib.parse.unquote(url.path[len("/luci-static/"):])))
+            if path.startswith(base + os.sep) and os.path.isfile(path):
+                with open(path, "rb") as f:
+                    return self._send(200, f.read(), MIME.get(os.path.splitext(path)[1], "application/octet-stream"))
+            return self._send(404, "not found", "text/plain")
         if url.path.startswith("/cgi-bin/luci/"):
             user = urllib.parse.parse_qs(url.query).get("user", ["root"])[0]
             status, html = self.host.page(url.path[len("/cgi-bin/luci/"):].strip("/"), user)

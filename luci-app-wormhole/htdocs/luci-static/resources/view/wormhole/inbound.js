@@ -281,7 +281,7 @@ Fields.prototype = {
 		var w = this.widgets[f.name] = this.widgetFor(f);
 		var detail = E('div', { 'class': 'cbi-value-description wh-field-error', 'style': 'display:none' });
 		var row = this.rows[f.name] = E('div', { 'class': 'cbi-value', 'data-name': f.name, 'id': 'cbi-' + this.idPrefix + f.name }, [
-			E('label', { 'class': 'cbi-value-title', 'for': this.idPrefix + f.name }, [ f.title ]),
+			E('label', { 'class': 'cbi-value-title', 'for': 'widget.' + this.idPrefix + f.name }, [ f.title ]),
 			E('div', { 'class': 'cbi-value-field' }, [
 				w.render(),
 				f.description ? E('div', { 'class': 'cbi-value-description' }, [ f.description ]) : '',
@@ -545,7 +545,7 @@ return view.extend({
 		nodes.push(table);
 
 		if (this.can.add)
-			nodes.push(E('div', { 'class': 'cbi-section-create' }, [
+			nodes.push(E('div', { 'class': 'cbi-section-create cbi-tblsection-create' }, [
 				E('button', {
 					'class': 'cbi-button cbi-button-add', 'id': isEx ? 'wh-add-exemption' : 'wh-add-redirect',
 					'title': isEx ? _('Add an inbound service') : _('Add a forward'),
@@ -583,7 +583,7 @@ return view.extend({
 		var error = E('div', { 'class': 'alert-message error wh-modal-error', 'style': 'display:none' });
 		var body = fields.render([ [ 'general', _('General Settings') ], [ 'advanced', _('Advanced Settings') ] ]);
 		var save = E('button', {
-			'class': 'cbi-button cbi-button-positive important', 'id': 'wh-modal-save',
+			'class': 'btn cbi-button cbi-button-positive important', 'id': 'wh-modal-save',
 			'click': ui.createHandlerFn(this, 'saveModal', kind, entry, fields, error, replaces)
 		}, [ _('Save') ]);
 
@@ -597,8 +597,8 @@ return view.extend({
 				error,
 				body
 			]),
-			E('div', { 'class': 'right' }, [
-				E('button', { 'class': 'cbi-button', 'id': 'wh-modal-dismiss', 'click': this.closeModal.bind(this) }, [ _('Dismiss') ]),
+			E('div', { 'class': 'button-row' }, [
+				E('button', { 'class': 'btn cbi-button', 'id': 'wh-modal-dismiss', 'click': this.closeModal.bind(this) }, [ _('Dismiss') ]),
 				' ', save
 			])
 		], 'cbi-modal');
@@ -768,9 +768,9 @@ return view.extend({
 			return (cells[c[0]] = E('td', { 'class': 'td cbi-value-field wh-' + c[0], 'data-title': c[1] }));
 		}));
 		var actions = E('td', { 'class': 'td cbi-section-table-cell nowrap cbi-section-actions' }, [ E('div', {}, [
-			this.can.update ? E('button', { 'class': 'cbi-button cbi-button-edit wh-edit', 'title': _('Edit this entry'),
+			this.can.update ? E('button', { 'class': 'btn cbi-button cbi-button-edit wh-edit', 'title': _('Edit this entry'),
 				'click': ui.createHandlerFn(this, function() { return this.openModal(kind, tr._whEntry, null) }) }, [ _('Edit') ]) : '',
-			this.can.del ? E('button', { 'class': 'cbi-button cbi-button-remove wh-delete', 'title': _('Delete this entry'),
+			this.can.del ? E('button', { 'class': 'btn cbi-button cbi-button-remove wh-delete', 'title': _('Delete this entry'),
 				'click': ui.createHandlerFn(this, 'deleteEntry', tr) }, [ _('Delete') ]) : ''
 		]) ]);
 		tr.appendChild(actions);
