@@ -26,6 +26,7 @@ from pathlib import Path
 import pytest
 
 from tests.lab import openvpn
+from tests.lab import netns
 from tests.lab.netns import LabError
 from tests.openwrt_sim import Router as SimRouter
 from tests.test_lab_openvpn import require_openvpn
@@ -95,6 +96,21 @@ class Device:
         self.run("sh", "/etc/hotplug.d/iface/95-wormhole",
                  env={"ACTION": action, "INTERFACE": interface, "DEVICE": device})
 
+    def settle(self):
+        """Until no hotplug job or apply runs in the router's namespace (the hook's background
+        apply starts a second after its event: an event test must not be rescued by the
+        apply of an earlier one)."""
+        def idle():
+            for pid in self.lab.run("router", ["ip", "netns", "pids", self.lab.ns["router"]]).stdout.split():
+                try:
+                    cmdline = Path("/proc/%s/cmdline" % pid).read_bytes()
+                except OSError:
+                    continue
+                if b"95-wormhole" in cmdline or b"/usr/sbin/wormhole" in cmdline:
+                    return False
+            return not (self.root / "run/wormhole/hotplug-pending").exists()
+        netns.wait_for(idle, DEADLINE, interval=0.1, what="wormhole's hotplug jobs to finish")
+
     def netifd_up(self):
         """What netifd sends once its interfaces are up: ifup of wan, wan6 and the VPN."""
         for iface, dev in (("wan", "wan0"), ("wan6", "wan0"), ("vpn", self.lab.wg_router)):
@@ -134,6 +150,7 @@ def device_lab():
             dev.netifd_up()
             dev.init("start")
             wait_reachable(lab, "boot")
+            dev.settle()
             yield lab, dev
         finally:
             dev.sim.close()
