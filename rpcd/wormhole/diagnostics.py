@@ -7,7 +7,7 @@ message says what is wrong and the exact fix, never just that something failed.
 import ipaddress
 
 from . import facts, schema
-from .layout import RULE_KEYS, Marks
+from .layout import RULE_KEYS, Marks, hexmark
 
 # `status` uses redirect_problems() on every LuCI poll: render and apply (the writers'
 # modules) are imported only by the full `check`, in the functions that need them.
@@ -35,6 +35,7 @@ def run(cfg):
         findings += _service_findings(cfg, fw)
         findings += _redirect_findings(cfg, ups)
         findings += offload_findings(facts.firewall_sections(), fw)
+        findings += foreign_drop_findings(facts.foreign_filter_chains(), Marks(cfg.main["mark_mask"]))
     ok = not any(x["level"] == "error" for x in findings)
     return {"ok": ok, "backend": fw, "killswitch": facts.killswitch(ups), "findings": findings}
 
@@ -59,6 +60,31 @@ def offload_findings(fw_sections, fw):
     return [_f("offload", "ok", "fw4 flow offloading is on%s. Offloaded forwards keep the reply route their first "
                "established packet computed with wormhole's restored mark, so replies still leave by their uplink "
                "(docs/DESIGN-NOTES.md, Flow offloading, on paper); router services are never offloaded" % hw)]
+
+
+def foreign_drop_findings(chains, marks):
+    """A VPN that brings its own reject-all chains (NymVPN's `table inet nym`, Mullvad-style):
+    a drop in any base chain is final, whatever fw4's or wormhole's chains accept, so the
+    inbound connections and replies wormhole routes die there unless that chain accepts
+    wormhole's connection mark. The rule to add is named exactly (docs/RECIPES.md)."""
+    bits = marks.uplink | marks.published
+    out = []
+    for c in chains:
+        if not c["drops"]:
+            continue
+        where = "table %s %s chain %s (hook %s, priority %s)" % (c["family"], c["table"], c["chain"], c["hook"], c["prio"])
+        if any(m & bits == bits for m in c["accepts"]):
+            out.append(_f("foreign-firewall", "ok", "%s drops what it does not accept, and accepts wormhole's "
+                          "connections by their ct mark" % where))
+            continue
+        out.append(_f("foreign-firewall", "error",
+                      "%s drops everything it does not accept itself (a VPN's own kill-switch?): the inbound "
+                      "connections and replies wormhole routes die there, whatever wormhole's and the firewall's "
+                      "rules accept. Add to that chain, before its drop, `nft insert rule %s %s %s ct mark & %s != 0 "
+                      "accept` (only connections that came in by an uplink or a forward carry these bits), and "
+                      "have the VPN re-add it whenever it rewrites its table (its up/connect hook)"
+                      % (where, c["family"], c["table"], c["chain"], hexmark(bits))))
+    return out
 
 
 def _config_findings(cfg, plan):

@@ -464,6 +464,53 @@ def nft_usable():
     return system.run_json(["nft", "-j", "list", "tables"]) is not None
 
 
+# iptables-nft keeps fw3's (and Debian's iptables') rules in these tables: not a VPN's.
+_XTABLES = {"filter", "nat", "mangle", "raw", "security"}
+_FILTER_HOOKS = ("input", "forward", "output")
+_QUIET = {"counter", "log", "limit"}
+
+
+def foreign_filter_chains():
+    """Base filter chains at input/forward/output in nft tables that are neither fw4's,
+    ours nor iptables-nft's: a VPN client's own kill-switch (NymVPN, Mullvad-style `table
+    inet nym`). [{family, table, chain, hook, prio, policy, drops, accepts}], where `drops`:
+    policy drop or a last rule that drops or rejects unconditionally, and `accepts`: the ct
+    mark masks of its accept rules (`ct mark & MASK ... accept`), to compare with ours."""
+    data = system.run_json(["nft", "-j", "list", "ruleset"]) if system.installed("nft") else None
+    chains, rules = {}, {}
+    for obj in (data or {}).get("nftables", []):
+        c, r = obj.get("chain"), obj.get("rule")
+        if c and c.get("type") == "filter" and c.get("hook") in _FILTER_HOOKS:
+            fam, table = c.get("family"), c.get("table")
+            if table in ("fw4", "wormhole") or (fam in ("ip", "ip6") and table in _XTABLES):
+                continue
+            chains[(fam, table, c.get("name"))] = c
+        elif r:
+            rules.setdefault((r.get("family"), r.get("table"), r.get("chain")), []).append(r.get("expr") or [])
+    out = []
+    for key, c in chains.items():
+        exprs = rules.get(key, [])
+        last = exprs[-1] if exprs else []
+        verdicts = [k for e in last for k in e if k not in _QUIET]
+        drops = c.get("policy") == "drop" or (bool(verdicts) and all(k in ("drop", "reject") for k in verdicts))
+        out.append({"family": key[0], "table": key[1], "chain": key[2], "hook": c.get("hook"),
+                    "prio": c.get("prio"), "policy": c.get("policy", "accept"), "drops": drops,
+                    "accepts": [m for e in exprs[:-1] if {"accept": None} in e for m in _ct_mark_masks(e)]})
+    return sorted(out, key=lambda x: (x["family"], x["table"], x["chain"]))
+
+
+def _ct_mark_masks(expr):
+    """The masks of `ct mark & MASK` matches in one rule's expressions."""
+    masks = []
+    for e in expr:
+        left = (e.get("match") or {}).get("left") or {}
+        operands = left.get("&") if isinstance(left, dict) else None
+        if operands and len(operands) == 2 and operands[0] == {"ct": {"key": "mark"}} \
+                and isinstance(operands[1], int):
+            masks.append(operands[1])
+    return masks
+
+
 def nft_table_loaded():
     """Whether `table inet wormhole` is in the kernel."""
     return system.run_json(["nft", "-j", "list", "table", "inet", "wormhole"]) is not None
