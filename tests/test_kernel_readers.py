@@ -297,3 +297,62 @@ def test_status_with_forwards_loads_no_writer(netns, tmp_path):
 def _has(tool):
     import shutil
     return shutil.which(tool) is not None
+
+
+# --- a foreign firewall's drop-all chains (check's `foreign-firewall`) ---------------------
+
+FOREIGN = """
+table inet nym {
+	chain input {
+		type filter hook input priority filter - 10; policy drop;
+		ct mark & 0x1f000000 != 0 accept
+		iif "lo" accept
+	}
+	chain output {
+		type filter hook output priority filter - 10; policy drop;
+		oif "lo" accept
+		ct mark & 0x1f000000 != 0 accept
+	}
+	chain forward {
+		type filter hook forward priority filter - 10; policy accept;
+		iifname "tun0" accept
+		counter reject
+	}
+	chain quiet {
+		type filter hook prerouting priority filter; policy accept;
+	}
+}
+table ip filter {
+	chain INPUT {
+		type filter hook input priority filter; policy drop;
+	}
+}
+table inet open {
+	chain input {
+		type filter hook input priority filter; policy accept;
+		tcp dport 22 accept
+	}
+}
+"""
+
+
+def test_foreign_filter_chains_are_read_as_nft_lists_them(netns):
+    netns.exec(["nft", "-f", "-"], input=FOREIGN)
+    got = inside(netns, "out['chains'] = facts.foreign_filter_chains()")["chains"]
+    by = {(c["table"], c["chain"]): c for c in got}
+    # the iptables-nft table and the chain at prerouting are not a VPN's filter
+    assert set(by) == {("nym", "input"), ("nym", "output"), ("nym", "forward"), ("open", "input")}
+    assert by[("nym", "input")]["drops"] and by[("nym", "input")]["accepts"] == [0x1f000000]
+    # an accept appended after the others still comes before a drop *policy*
+    assert by[("nym", "output")]["drops"] and by[("nym", "output")]["accepts"] == [0x1f000000]
+    # a last rule that rejects drops too; nothing there accepts our mark
+    assert by[("nym", "forward")]["drops"] and by[("nym", "forward")]["accepts"] == []
+    assert not by[("open", "input")]["drops"]
+    from wormhole import diagnostics
+    from wormhole.layout import Marks
+    findings = diagnostics.foreign_drop_findings(got, Marks(0xff000000))
+    levels = {f["message"].split(" (hook")[0]: f["level"] for f in findings}
+    assert levels == {"table inet nym chain forward": "error", "table inet nym chain input": "ok",
+                      "table inet nym chain output": "ok"}, levels
+    fix = [f for f in findings if f["level"] == "error"][0]["message"]
+    assert "nft insert rule inet nym forward ct mark & 0x1f000000 != 0 accept" in fix

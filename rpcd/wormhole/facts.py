@@ -492,10 +492,14 @@ def foreign_filter_chains():
         exprs = rules.get(key, [])
         last = exprs[-1] if exprs else []
         verdicts = [k for e in last for k in e if k not in _QUIET]
-        drops = c.get("policy") == "drop" or (bool(verdicts) and all(k in ("drop", "reject") for k in verdicts))
+        drop_rule = bool(verdicts) and all(k in ("drop", "reject") for k in verdicts)
+        # what may accept before the drop: every rule under a drop policy, all but the last
+        # rule when that rule is the drop
+        before = exprs[:-1] if drop_rule else exprs
         out.append({"family": key[0], "table": key[1], "chain": key[2], "hook": c.get("hook"),
-                    "prio": c.get("prio"), "policy": c.get("policy", "accept"), "drops": drops,
-                    "accepts": [m for e in exprs[:-1] if {"accept": None} in e for m in _ct_mark_masks(e)]})
+                    "prio": c.get("prio"), "policy": c.get("policy", "accept"),
+                    "drops": c.get("policy") == "drop" or drop_rule,
+                    "accepts": [m for e in before if {"accept": None} in e for m in _ct_mark_masks(e)]})
     return sorted(out, key=lambda x: (x["family"], x["table"], x["chain"]))
 
 
