@@ -142,11 +142,12 @@ class Page:
     def remove_item(self, name, value, scope="#wh-modal"):
         """Click an item of a dynamic list: LuCI removes it."""
         self.field(name, scope)
-        self.click('%s .cbi-value[data-name="%s"] .item[data-value="%s"]' % (scope, name, value))
+        items = self.b.find_all('%s .cbi-value[data-name="%s"] .item' % (scope, name))
+        self.b.click([i for i, v in zip(items, self.list_items(name, scope)) if v == value][0])
 
     def list_items(self, name, scope="#wh-modal"):
         return self.b.js("""return Array.from(document.querySelectorAll(arguments[0] + ' .cbi-value[data-name="' +
-			arguments[1] + '"] .item')).map(function(i) { return i.getAttribute('data-value'); })""", scope, name)
+			arguments[1] + '"] .item > input[type=hidden]')).map(function(i) { return i.value; })""", scope, name)
 
     def open_add(self, kind):
         self.click("#wh-add-" + kind)

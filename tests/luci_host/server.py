@@ -33,11 +33,17 @@ from tests.luci_host import acl
 HERE = os.path.dirname(os.path.abspath(__file__))
 WWW = os.path.join(HERE, "www")
 # WORMHOLE_LUCI_RUNTIME=<dir laid out as a router's /www> serves LuCI's own runtime
-# (luci-static/resources/{luci,ui,form,rpc,uci,validation,fs}.js and a theme's
+# (luci-static/resources/{cbi,luci,ui,form,rpc,uci,validation,fs}.js and a theme's
 # luci-static/<theme>/cascade.css) in place of the stand-in, to check the stand-in's fidelity
 # against the real thing by hand: CI has no copy of LuCI, and none is committed here.
 RUNTIME = os.environ.get("WORMHOLE_LUCI_RUNTIME") or None
 RUNTIME_THEME = os.environ.get("WORMHOLE_LUCI_THEME", "bootstrap")
+# What LuCI's runtime itself asks at start-up (luci-base's ACL grants it to every login),
+# answered as an empty router would: no pending uci changes, no features, no preload classes.
+RUNTIME_GROUPS = {"luci-base": {"description": "LuCI's runtime", "read": {"ubus": {
+    "uci": ["changes"], "luci": ["getFeatures"], "file": ["list"]}}}}
+RUNTIME_REPLIES = {("uci", "changes"): {"changes": {}}, ("luci", "getFeatures"): {},
+                   ("file", "list"): {"entries": []}}
 APP = os.path.join(support.REPO, "luci-app-wormhole")
 APP_HTDOCS = os.path.join(APP, "htdocs")
 ACL_DIR = os.path.join(APP, "root", "usr", "share", "rpcd", "acl.d")
@@ -99,6 +105,8 @@ class Ubus:
         try:
             if obj == "session":
                 return self._session(sid, method, args)
+            if RUNTIME and (obj, method) in RUNTIME_REPLIES:
+                return UBUS_OK, RUNTIME_REPLIES[(obj, method)]
             if obj != "wormhole":
                 return UBUS_NOT_FOUND, None
             if method not in self.signatures:
@@ -217,7 +225,7 @@ window.addEventListener('unhandledrejection', function(e) {
 });
 </script>
 <script src="/luci-static/resources/luci.js"></script>
-<script>new LuCI(%(env)s);</script>
+<script>L = new LuCI(%(env)s);</script>
 </head>
 <body>
 <header><span class="brand">OpenWrt</span><span class="crumb">%(crumb)s</span></header>
@@ -239,6 +247,8 @@ class Host:
         self.root = str(root)
         self.pollinterval = pollinterval
         self.groups = acl.load_groups([ACL_DIR])
+        if RUNTIME:
+            self.groups.update(RUNTIME_GROUPS)
         self.sessions = {}
         self.users = {}
         for user in USERS:
@@ -300,9 +310,9 @@ class Host:
         }
         title = node.get("title", path)
         theme = '<link rel="stylesheet" href="/luci-static/resources/cascade.css">'
-        if RUNTIME:     # LuCI's theme, and the cbi_init its runtime calls once (cbi.js's, unused here)
+        if RUNTIME:     # LuCI's theme, and cbi.js: the globals (E, _, cbi_init...) its runtime uses
             theme = ('<link rel="stylesheet" href="/luci-static/%s/cascade.css">\n'
-                     '<script>window.cbi_init = function() {};</script>' % RUNTIME_THEME)
+                     '<script src="/luci-static/resources/cbi.js"></script>' % RUNTIME_THEME)
         html = PAGE % {"title": _html_text(title), "env": _script_json(env), "theme": theme,
                        "crumb": _html_text(" › ".join(p.capitalize() for p in path.split("/")[1:-1]) + " › " + title),
                        "view": _script_json(node["action"]["path"])}

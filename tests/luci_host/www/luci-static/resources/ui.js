@@ -98,9 +98,10 @@ var Checkbox = AbstractElement.extend({
 	render: function() {
 		var o = this.options, id = 'cb%08x'.format(Math.random() * 0xffffffff);
 		this.node = E('div', { 'id': o.id, 'class': 'cbi-checkbox' }, [
-			E('input', { 'type': 'hidden', 'name': o.hiddenname, 'value': 1 }),
+			o.hiddenname ? E('input', { 'type': 'hidden', 'name': o.hiddenname, 'value': 1 }) : '',
 			E('input', { 'id': id, 'name': o.name, 'type': 'checkbox', 'value': o.value_enabled,
-				'checked': this.value == o.value_enabled ? '' : null, 'disabled': o.readonly || o.disabled ? '' : null }),
+				'checked': this.value == o.value_enabled ? '' : null, 'disabled': o.disabled ? '' : null,
+				'data-widget-id': o.id ? 'widget.' + o.id : null }),
 			E('label', { 'for': id })
 		]);
 		return this.node;
@@ -140,9 +141,9 @@ var DynamicList = AbstractElement.extend({
 		this.value.forEach(function(v) { self.addItem(v) });
 
 		var add = function() {
-			if (!text.value.match(/\S/))
+			if (!text.value.length || text.classList.contains('cbi-input-invalid'))
 				return;
-			self.addItem(text.value.trim());
+			self.addItem(text.value);
 			text.value = '';
 		};
 		text.addEventListener('keydown', function(ev) {
@@ -154,27 +155,33 @@ var DynamicList = AbstractElement.extend({
 		addButton.addEventListener('click', add);
 		this.node.addEventListener('click', function(ev) {
 			var item = ev.target.closest('.item');
-			if (item && !o.readonly && !o.disabled)
+			if (item && !o.disabled)
 				item.parentNode.removeChild(item);
 		});
 		return this.node;
 	},
 
+	/* Upstream: a value already in the list is not added twice; items go before .add-item. */
 	addItem: function(value) {
-		var item = E('div', { 'class': 'item', 'data-value': value }, [
+		var exists = Array.prototype.some.call(this.node.querySelectorAll('.item > input[type=hidden]'),
+			function(i) { return i.value === value });
+		if (exists)
+			return;
+		var item = E('div', { 'class': 'item', 'tabindex': 0 }, [
 			E('span', {}, [ String(value) ]),
 			E('input', { 'type': 'hidden', 'name': this.options.name, 'value': value })
 		]);
-		this.node.insertBefore(item, this.node.lastElementChild);
+		this.node.insertBefore(item, this.node.querySelector('.add-item'));
 	},
 
+	/* Upstream: the text typed but not added counts, untrimmed, unless it is invalid or a duplicate. */
 	getValue: function() {
 		if (!this.node)
 			return this.value;
 		var out = [], text = this.node.querySelector('.add-item > input[type=text]');
 		this.node.querySelectorAll('.item > input[type=hidden]').forEach(function(i) { out.push(i.value) });
-		if (text && text.value.match(/\S/) && out.indexOf(text.value.trim()) < 0)
-			out.push(text.value.trim());
+		if (text && text.value.match(/\S/) && !text.classList.contains('cbi-input-invalid') && out.indexOf(text.value) < 0)
+			out.push(text.value);
 		return out;
 	},
 
