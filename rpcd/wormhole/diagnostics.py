@@ -35,6 +35,8 @@ def run(cfg):
         findings += _service_findings(cfg, fw)
         findings += _redirect_findings(cfg, ups)
         findings += offload_findings(facts.firewall_sections(), fw)
+        if not any(x["check"] in ("ip-rule", "route") and x["level"] == "error" for x in findings):
+            findings += neighbour_findings(cfg.main, plan["routing"])
     ok = not any(x["level"] == "error" for x in findings)
     return {"ok": ok, "backend": fw, "killswitch": facts.killswitch(ups), "findings": findings}
 
@@ -59,6 +61,111 @@ def offload_findings(fw_sections, fw):
     return [_f("offload", "ok", "fw4 flow offloading is on%s. Offloaded forwards keep the reply route their first "
                "established packet computed with wormhole's restored mark, so replies still leave by their uplink "
                "(docs/DESIGN-NOTES.md, Flow offloading, on paper); router services are never offloaded" % hw)]
+
+
+# --- other policy routers: pbr, mwan3, Tailscale, wg-quick ... ----------------------------
+#
+# They own mark bits, ip rules and tables too (docs/RECIPES.md, "Beside pbr/mwan3/Tailscale").
+# Two things break wormhole's replies: mark bits shared with another package (its marks then
+# pick wormhole's tables, or ours theirs), and a rule of theirs before ours that takes a
+# reply carrying our mark (Tailscale's `lookup 52` with an exit node, a pbr policy rule when
+# the reply carries that policy's mark too). The kernel is asked where such a reply goes.
+
+KERNEL_RULES = ((0, "local"), (32766, "main"), (32767, "default"))
+PROBES = {"ipv4": facts.PROBE4, "ipv6": facts.PROBE6}
+NEIGHBOUR_MASK_FIX = ("set main.mark_mask to bits no other package uses (`uci set wormhole.@wormhole[0].mark_mask="
+                      "0xff000000; uci commit wormhole; wormhole apply`: the default is clear of pbr's 0x00ff0000, "
+                      "mwan3's 0x3f00 and Tailscale's 0xff0000), or move the other package's mask")
+
+
+def _foreign_rules(main):
+    out = []
+    for fam in facts.families():
+        for rule in facts.ip_rules(fam):
+            if (rule.get("priority"), rule.get("table")) in KERNEL_RULES and not set(rule) - {"priority", "src", "table"}:
+                continue
+            if not facts.is_own_rule(rule, main):
+                out.append((fam, rule))
+    return out
+
+
+def _rule_bits(rule):
+    """(mark, mask) of a fwmark rule, None without one; no mask means the whole mark."""
+    if "fwmark" not in rule:
+        return None
+    try:
+        return int(rule["fwmark"], 16), int(rule.get("fwmask", "0xffffffff"), 16)
+    except ValueError:
+        return None
+
+
+def _rule_text(fam, rule):
+    parts = ["%s %s:" % (fam, rule.get("priority"))]
+    if rule.get("src", "all") != "all":
+        parts.append("from %s%s" % (rule["src"], "/%s" % rule["srclen"] if "srclen" in rule else ""))
+    if rule.get("iif"):
+        parts.append("iif %s" % rule["iif"])
+    if "fwmark" in rule:
+        parts.append("fwmark %s%s" % (rule["fwmark"], "/%s" % rule["fwmask"] if rule.get("fwmask") else ""))
+    parts.append("lookup %s" % rule["table"] if rule.get("table") else rule.get("action", "(no lookup)"))
+    return " ".join(parts)
+
+
+def neighbour_findings(main, routing):
+    """Other packages' ip rules: their mark bits against main.mark_mask, and where the kernel
+    sends a reply that carries wormhole's uplink mark (alone, and with each foreign mark of a
+    rule before ours) compared with wormhole's own table for that uplink."""
+    foreign = _foreign_rules(main)
+    if not foreign:
+        return []
+    mask = main["mark_mask"]
+    out = []
+    for fam, rule in foreign:
+        bits = _rule_bits(rule)
+        if not bits:
+            continue
+        used = bits[0] if bits[1] == 0xFFFFFFFF else bits[1]
+        if used & mask:
+            out.append(_f("neighbours", "error", "ip rule %s of another package (pbr, mwan3, Tailscale, ...) uses "
+                          "mark bits %#010x, inside wormhole's main.mark_mask %#010x: its marks pick wormhole's "
+                          "reply routes and wormhole's marks pick its policies; %s" % (
+                              _rule_text(fam, rule), used & mask, mask, NEIGHBOUR_MASK_FIX), fix="mark_mask"))
+    routes = {(r["family"], r.get("uplink")): r for r in routing["routes"]}
+    for rule in routing["rules"]:
+        route = routes.get((rule["family"], rule.get("uplink")))
+        if rule.get("iif") or rule.get("src") or rule["table"] == "main" or not route:
+            continue
+        ours = int(rule["fwmark"].split("/")[0], 16)
+        before = [r for f, r in foreign if f == rule["family"] and r.get("priority", 0) < rule["priority"] - 1]
+        probes = [(ours, None)]
+        for r in before:
+            bits = _rule_bits(r)
+            if bits and bits[0] and not bits[0] & mask:
+                probes.append((ours | bits[0], r))
+        for mark, theirs in probes:
+            got = (facts.route_get(PROBES[rule["family"]], ("mark", "0x%x" % mark)) or {}).get("dev")
+            if got == route["dev"]:
+                continue
+            culprits = [theirs] if theirs else before
+            lowest = min(r.get("priority", 0) for r in culprits) if culprits else main["priority"]
+            out.append(_f("neighbours", "error", "replies of connections that came in by %s (mark %#010x%s) are "
+                          "routed to %s, not out of %s: ip rule%s %s of another package come%s before wormhole's "
+                          "(main.priority %d) and take%s them; set main.priority below %d "
+                          "(`uci set wormhole.@wormhole[0].priority=%d; uci commit wormhole; wormhole apply`)" % (
+                              rule.get("uplink"), mark, " with that rule's mark" if theirs else "", got or "nowhere",
+                              route["dev"], "" if len(culprits) == 1 else "s",
+                              ", ".join(_rule_text(rule["family"], r) for r in culprits[:3]) or "(none listed)",
+                              "s" if len(culprits) == 1 else "", main["priority"],
+                              "s" if len(culprits) == 1 else "", lowest, max(2, min(90, lowest - 2))),
+                          fix="priority"))
+            break
+    if not any(x["level"] == "error" for x in out):
+        prios = sorted({r.get("priority", 0) for _, r in foreign})
+        shown = ", ".join(str(p) for p in prios[:12]) + (", ..." if len(prios) > 12 else "")
+        out.append(_f("neighbours", "ok", "ip rules of other packages (priorities %s) leave wormhole's replies alone: "
+                      "no mark bits inside main.mark_mask %#010x, and a reply with wormhole's mark leaves by its "
+                      "uplink" % (shown, mask)))
+    return out
 
 
 def _config_findings(cfg, plan):
