@@ -26,10 +26,11 @@ import os
 
 import pytest
 
-from tests.lab import RouterLab
+from tests.lab import RouterLab, Zone
 from tests.lab import neighbours as nb
 from tests.lab.pytest_support import require_lab
 from tests.test_lab_exemptions import configure as lab_configure
+from tests.test_lab_redirects import fw3_firewall
 
 BROKEN = os.environ.get("WH_NEIGHBOURS_BROKEN", "")
 DEFAULT_MASK = 0xff000000
@@ -133,3 +134,94 @@ def test_beside_pbr_forward_replies_leave_by_the_wan_and_the_policy_still_holds(
         seen = findings(report, "neighbours", "ok")
         assert seen and "29998" in seen[0]["message"] and "30000" in seen[0]["message"], report["findings"]
 
+
+
+def foreign_bits(lab):
+    """Other packages' mark bits (outside wormhole's default mask, whatever the variant) on the
+    router's live connections, by kind of connection."""
+    return nb.foreign_marks(lab.conntrack("router", family=4), DEFAULT_MASK)
+
+
+# --- Tailscale ------------------------------------------------------------------------------------
+
+def _tailscale_firewall(lab, backend):
+    """The router's firewall with a zone for the tailnet device (masquerading the LAN into it,
+    as users set up an exit node), a rule accepting the router's HTTPS from the WAN."""
+    ts = lab.ts_router.name
+    if backend == "fw4":
+        lab.fw4().zones.append(Zone("tailscale", [ts], masq=True))
+        lab.fw4().forwardings.append(("lan", "tailscale"))
+        lab.fw4_accept_input(zone="wan", proto="tcp", port=443)
+        return
+    fw3_firewall(lab, "router", trusted=[lab.dev("router", "lan")], mtu_fix=lab.mtu_fix)
+    lab.run("router", ["iptables", "-t", "nat", "-A", "POSTROUTING", "-o", ts, "-j", "MASQUERADE"])
+    lab.run("router", ["iptables", "-A", "INPUT", "-i", lab.dev("router", "wan"), "-p", "tcp", "--dport", "443",
+                       "-j", "ACCEPT"])
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("backend,mode", [("fw4", "nft"), ("fw3", "iptables")])
+def test_beside_tailscale_with_an_exit_node(backend, mode):
+    """Tailscale as the kill-switch: an exit node, so table 52 (rule 5270) routes everything
+    into the tailnet; tailscaled's own tunnel packets carry the bypass mark 0x80000 and leave
+    by main (rule 5210). Its nftables tables on fw4 (OpenWrt's default mode), its iptables
+    chains beside fw3. wormhole's rules (90) come before 5270: replies of the router's HTTPS
+    and of a forward to the LAN leave by the WAN, everything the router and the LAN start
+    still goes to the exit node, and Tailscale's bits on every live connection stay."""
+    require_lab()
+    with nb.TailnetLab() as lab:
+        configure(lab, backend, "tailscale")
+        ts, wan = lab.ts_router.name, lab.dev("router", "wan")
+        _tailscale_firewall(lab, backend)
+        nb.install_tailscale(lab, mode)
+        lab.ts_handshake()
+        lab.tcp_server("router", 443, name="luci")
+        lab.tcp_server("lan", 443, name="nas")
+        lab.tcp_server("client", 8080, name="site")
+
+        def outbound():
+            """The router's and the LAN's own connections go to the exit node (which NATs them
+            to the provider's address), through the tunnel whose packets bypass table 52."""
+            with lab.egress_counter("router", ifname=[wan, ts], dport=8080) as out, \
+                    lab.egress_counter("router", ifname=[wan], proto="udp", dport=nb.TS_PORT) as tunnel:
+                for host in ("router", "lan"):
+                    reply = lab.tcp_request(host, lab.client4, 8080)
+                    assert reply is not None and reply.peer_ip == lab.provider4, (host, reply)
+                assert out.packets(ts) > 0 and out.packets(wan) == 0, out.read()
+                assert tunnel.packets(wan) > 0, tunnel.read()
+
+        # without wormhole: the HTTPS reply follows table 52 into the tailnet and dies there
+        flush_conntrack(lab)
+        outbound()
+        assert lab.tcp_request("client", lab.wan4, 443, timeout=1.5) is None
+        without = foreign_bits(lab)
+        tunnel_key = ("udp", lab.wan4, lab.provider4, nb.TS_PORT)
+        assert without.get(tunnel_key) == [nb.TS_BYPASS_MARK], without
+
+        ok(lab, "inbound", "add", "tcp:443", "--label", "LuCI")
+        ok(lab, "forward", "add", "tcp:8443", "%s:443" % lab.lan4, "--label", "NAS")
+        flush_conntrack(lab)
+        outbound()
+        with lab.egress_counter("router", ifname=[wan, ts], sport=443) as router_out, \
+                lab.egress_counter("router", ifname=[wan, ts], sport=8443) as lan_out:
+            reply = lab.tcp_request("client", lab.wan4, 443)
+            assert reply is not None and reply.server == "luci" and reply.peer_ip == lab.client4, reply
+            reply = lab.tcp_request("client", lab.wan4, 8443)
+            assert reply is not None and reply.server == "nas" and reply.peer_ip == lab.client4, reply
+            for out in (router_out, lan_out):
+                assert out.packets(wan) > 0 and out.packets(ts) == 0, out.read()
+        with_wormhole = foreign_bits(lab)
+        common = set(without) & set(with_wormhole)
+        assert tunnel_key in common and ("tcp", lab.client4, lab.wan4, 443) in common, (without, with_wormhole)
+        assert {k: without[k] for k in common} == {k: with_wormhole[k] for k in common}, (without, with_wormhole)
+        assert with_wormhole[("tcp", lab.client4, lab.wan4, 8443)] == [0], with_wormhole
+
+        # Tailscale's own routing: table 52 for everything, main for the bypass mark
+        assert lab.route_get("router", lab.client4)["dev"] == ts
+        assert lab.route_get("router", lab.client4, mark=hex(nb.TS_BYPASS_MARK))["dev"] == wan
+
+        report = check(lab)
+        assert report["killswitch"]["active"] and report["killswitch"]["via"] == ts, report["killswitch"]
+        assert not findings(report, "neighbours", "error"), report["findings"]
+        (seen,) = findings(report, "neighbours", "ok")
+        assert all(p in seen["message"] for p in ("5210", "5250", "5270")), seen
