@@ -225,3 +225,111 @@ def test_beside_tailscale_with_an_exit_node(backend, mode):
         assert not findings(report, "neighbours", "error"), report["findings"]
         (seen,) = findings(report, "neighbours", "ok")
         assert all(p in seen["message"] for p in ("5210", "5250", "5270")), seen
+
+
+# --- mwan3 ----------------------------------------------------------------------------------------
+
+def _mwan3_firewall(lab, backend):
+    """What an mwan3 router has: the LAN to both WANs (masqueraded), the router's HTTPS from
+    both, and a port forward of public 8443 to the LAN host's 443."""
+    if backend == "fw4":
+        lab.fw4().forwardings.append(("lan", "wan"))
+        lab.fw4_accept_input(zone="wan", proto="tcp", port=443, reload=False)
+        lab.fw4_redirect(src="wan", proto="tcp", src_dport=8443, dest_ip=lab.lan4, dest_port=443)
+        return
+    fw3_firewall(lab, "router", trusted=[lab.dev("router", "lan")], mtu_fix=lab.mtu_fix)
+    lab.run("router", ["iptables", "-A", "FORWARD", "-m", "conntrack", "--ctstate", "DNAT", "-j", "ACCEPT"])
+    for dev in lab.wan_devs:
+        for rule in (["-A", "FORWARD", "-i", lab.dev("router", "lan"), "-o", dev, "-j", "ACCEPT"],
+                     ["-t", "nat", "-A", "POSTROUTING", "-o", dev, "-j", "MASQUERADE"],
+                     ["-A", "INPUT", "-i", dev, "-p", "tcp", "--dport", "443", "-j", "ACCEPT"],
+                     ["-t", "nat", "-A", "PREROUTING", "-i", dev, "-p", "tcp", "--dport", "8443", "-j", "DNAT",
+                      "--to-destination", "%s:443" % lab.lan4]):
+            lab.run("router", ["iptables"] + rule)
+
+
+BALANCED = 24       # LAN connections: all on one member by chance is 2 in 2**24
+
+
+@pytest.mark.lab
+@pytest.mark.parametrize("fwmark_accept", ["1", "0"])
+@pytest.mark.parametrize("backend", ["fw4", "fw3"])
+def test_beside_mwan3_balancing_two_wans(backend, fwmark_accept):
+    """mwan3 (iptables: iptables-nft beside fw4, or beside fw3) balances the LAN over wan and
+    wan2 with its CONNMARK save/restore under 0x3f00; the router itself stays behind the VPN
+    kill-switch. wormhole's exemptions on both uplinks, for the router's HTTPS and a port
+    forward to the LAN: each reply leaves by the WAN its connection came in by; mwan3 still
+    balances (both members get connections), every packet of a balanced connection keeps its
+    member (CONNMARK restore), and mwan3's bits on every live connection are the same with
+    wormhole and without. One exception, pinned here: with tcp_fwmark_accept on (wormhole's
+    default), an accepted socket takes its SYN's whole mark, which carries mwan3's "default"
+    0x3f00 (set after its save, for a connected destination), so the router's HTTPS
+    connections end up 0x3f00 in mwan3's record; with fwmark_accept 0 they keep their uplink."""
+    require_lab()
+    with RouterLab(killswitch="metric", wan1=True) as lab:
+        configure(lab, backend, "mwan3")
+        path = lab.root / "etc/config/wormhole"
+        path.write_text(path.read_text().replace("config wormhole 'main'\n", "config wormhole 'main'\n"
+                                                 "\toption fwmark_accept '%s'\n" % fwmark_accept, 1))
+        _mwan3_firewall(lab, backend)
+        members = {m["id"]: m["dev"] for m in nb.install_mwan3(lab)}
+        mark_of_addr = {lab.wan4: nb.mwan3_mark(1), lab.wan1_4: nb.mwan3_mark(3)}
+        assert sorted(members) == [1, 3]
+        lab.tcp_server("router", 443, name="luci")
+        lab.tcp_server("lan", 443, name="nas")
+        lab.tcp_server("client", 8080, name="site")
+        wans = ((lab.wan4, lab.wan_dev), (lab.wan1_4, lab.wan1_dev))
+
+        def traffic():
+            flush_conntrack(lab)
+            peers = set()
+            for _ in range(BALANCED):
+                reply = lab.tcp_request("lan", lab.client4, 8080)
+                assert reply is not None, reply
+                peers.add(reply.peer_ip)
+            assert peers == {lab.wan4, lab.wan1_4}, peers       # both members see connections
+            stream = lab.stream("lan", lab.client4, 8080)
+            try:
+                assert stream.wait_replies(20), stream.stats()
+            finally:
+                stats = stream.stop()
+            assert stats.ok, stats                              # one connection, one member throughout
+            reply = lab.tcp_request("router", lab.client4, 8080)
+            assert reply is not None and reply.peer_ip == lab.provider4, reply   # the router: kill-switch
+            balanced = [e for e in lab.conntrack("router", family=4)
+                        if e.proto == "tcp" and e.orig["src"] == lab.lan4 and e.orig["dport"] == 8080]
+            assert len(balanced) == BALANCED + 1, balanced
+            for e in balanced:      # the member mwan3 saved in conntrack is the WAN the connection used
+                assert e.mark & nb.MWAN3_MASK == mark_of_addr[e.reply["dst"]], e.line
+            for addr, dev in wans:      # inbound: each reply by the WAN its connection came in by
+                for port, server in ((443, "luci"), (8443, "nas")):
+                    with lab.egress_counter("router", ifname=[lab.wan_dev, lab.wan1_dev, lab.wg_router],
+                                            proto="tcp", port=port) as out:
+                        reply = lab.tcp_request("client", addr, port)
+                        assert reply is not None and reply.server == server and reply.peer_ip == lab.client4, reply
+                        assert out.packets(dev) > 0 and sum(out.read().values()) == out.packets(dev), (addr, out.read())
+            return foreign_bits(lab)
+
+        without = traffic()         # mwan3 alone routes inbound replies by its own CONNMARK
+        for uplink in ("wan", "wan1"):
+            ok(lab, "inbound", "add", "tcp:443", "--interface", uplink, "--label", "LuCI")
+            ok(lab, "inbound", "add", "tcp:8443", "--interface", uplink, "--family", "ipv4", "--label", "NAS")
+        with_wormhole = traffic()
+        forwarded = [("tcp", lab.client4, addr, 8443) for addr, _ in wans]
+        local = [("tcp", lab.client4, addr, 443) for addr, _ in wans]
+        assert [without[k] for k in forwarded + local] == [[0x100], [0x300]] * 2, without
+        if fwmark_accept == "1":
+            assert [with_wormhole[k] for k in local] == [[nb.MWAN3_MASK]] * 2, with_wormhole
+            for k in local:
+                without.pop(k), with_wormhole.pop(k)
+        common = set(without) & set(with_wormhole)
+        assert set(forwarded) <= common, (without, with_wormhole)
+        assert {k: without[k] for k in common} == {k: with_wormhole[k] for k in common}, (without, with_wormhole)
+
+        report = check(lab)
+        assert report["killswitch"]["active"] and report["killswitch"]["via"] == lab.wg_router, report["killswitch"]
+        assert not findings(report, "neighbours", "error"), report["findings"]
+        (seen,) = findings(report, "neighbours", "ok")
+        assert all(p in seen["message"] for p in ("1001", "2003", "3001", "2061", "2062")), seen
+        warned = findings(report, "neighbours", "warn")
+        assert [f["fix"] for f in warned] == (["fwmark_accept"] if fwmark_accept == "1" else []), warned

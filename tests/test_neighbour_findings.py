@@ -76,3 +76,24 @@ def test_a_policy_rule_before_ours_is_asked_with_its_mark_too(monkeypatch):
                {"mark_mask": 0xFF000000, "priority": 30010}, routing)
     assert f["level"] == "error" and "0x01020000 with that rule's mark" in f["message"], f
     assert "29999" in f["message"] and "wg0" in f["message"] and "priority=90" in f["message"], f
+
+
+MWAN3 = [{"priority": 1001, "src": "all", "iif": "wan0", "table": "1"},
+         {"priority": 2001, "src": "all", "fwmark": "0x100", "fwmask": "0x3f00", "table": "1"},
+         {"priority": 2061, "src": "all", "fwmark": "0x3d00", "fwmask": "0x3f00"},
+         {"priority": 2062, "src": "all", "fwmark": "0x3e00", "fwmask": "0x3f00"},
+         {"priority": 3001, "src": "all", "fwmark": "0x100", "fwmask": "0x3f00"}]
+
+
+@pytest.mark.parametrize("fwmark_accept", [True, False])
+def test_mwan3_and_tcp_fwmark_accept(monkeypatch, fwmark_accept):
+    """An accepted socket takes its SYN's whole mark, mwan3's "default" bits included: said as
+    a warning beside mwan3 (its rule 2062), with the fix; replies are still fine."""
+    from wormhole import diagnostics, facts
+    monkeypatch.setattr(facts, "families", lambda: ["ipv4"])
+    monkeypatch.setattr(facts, "ip_rules", lambda fam: sorted(OURS + MWAN3, key=lambda r: r["priority"]))
+    monkeypatch.setattr(facts, "route_get", lambda dest, extra=(): {"dev": "wan0"})
+    found = diagnostics.neighbour_findings(MAIN, ROUTING, fwmark_accept=fwmark_accept)
+    assert [f["level"] for f in found] == (["warn", "ok"] if fwmark_accept else ["ok"]), found
+    if fwmark_accept:
+        assert found[0]["fix"] == "fwmark_accept" and "fwmark_accept=0" in found[0]["message"], found
