@@ -110,17 +110,24 @@ def test_beside_pbr_forward_replies_leave_by_the_wan_and_the_policy_still_holds(
         before = census.read()
         census.stop()
         assert before["all"] > 0 and before[vpn_mark] == before["all"], before
+        without = foreign_bits(lab)     # pbr marks packets only: nothing of it in conntrack
+        flush_conntrack(lab)
 
         ok(lab, "inbound", "add", "tcp:8443", "--family", "ipv4", "--label", "NAS")
+        ok(lab, "forward", "add", "tcp:9443", "%s:443" % lab.lan4, "--label", "NAS again")
         census = nb.MarkCensus(lab, "router", replies, nb.PBR_MASK, [vpn_mark])
-        with lab.egress_counter("router", ifname=[wan, wg], sport=8443) as out:
-            reply = lab.tcp_request("client", lab.wan4, 8443)
-            assert reply is not None and reply.server == "nas" and reply.peer_ip == lab.client4, reply
-            assert out.packets(wan) > 0 and out.packets(wg) == 0, out.read()
+        with lab.egress_counter("router", ifname=[wan, wg], sport=8443) as out, \
+                lab.egress_counter("router", ifname=[wan, wg], sport=9443) as fwd_out:
+            for port, counter in ((8443, out), (9443, fwd_out)):
+                reply = lab.tcp_request("client", lab.wan4, port)
+                assert reply is not None and reply.server == "nas" and reply.peer_ip == lab.client4, reply
+                assert counter.packets(wan) > 0 and counter.packets(wg) == 0, (port, counter.read())
         after = census.read()
         census.stop()
         # pbr's bits on the replies are the ones pbr set, with wormhole's beside them
         assert after["all"] > 0 and after[vpn_mark] == after["all"], after
+        key = ("tcp", lab.client4, lab.wan4, 8443)
+        assert without[key] == foreign_bits(lab)[key] == [0], (without, foreign_bits(lab))
 
         # nothing leaks: the NAS's own connections still take pbr's tunnel
         reply = lab.tcp_request("lan", lab.client4, 8080)
@@ -332,4 +339,4 @@ def test_beside_mwan3_balancing_two_wans(backend, fwmark_accept):
         (seen,) = findings(report, "neighbours", "ok")
         assert all(p in seen["message"] for p in ("1001", "2003", "3001", "2061", "2062")), seen
         warned = findings(report, "neighbours", "warn")
-        assert [f["fix"] for f in warned] == (["fwmark_accept"] if fwmark_accept == "1" else []), warned
+        assert [f["setting"] for f in warned] == (["fwmark_accept"] if fwmark_accept == "1" else []), warned

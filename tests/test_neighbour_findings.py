@@ -53,7 +53,7 @@ def test_rules_of_others_after_ours_and_outside_our_mask_are_fine(monkeypatch, t
 
 def test_their_mark_bits_inside_our_mask_are_an_error(monkeypatch):
     found = run(monkeypatch, OURS + PBR, main={"mark_mask": 0x00FF0000, "priority": 90})
-    assert [f["fix"] for f in found] == ["mark_mask", "mark_mask"], found
+    assert [f["setting"] for f in found] == ["mark_mask", "mark_mask"], found
     assert all(f["level"] == "error" and "0x00ff0000" in f["message"] and "mark_mask=0xff000000" in f["message"]
                for f in found), found
 
@@ -63,7 +63,7 @@ def test_a_rule_before_ours_that_takes_our_replies_is_an_error(monkeypatch):
     routing = {"rules": shifted(ROUTING["rules"], 5910), "routes": ROUTING["routes"]}
     rules = OURS[:1] + shifted(OURS[1:3], 5910) + TAILSCALE + OURS[3:]
     (f,) = run(monkeypatch, rules, lambda mark: "tailscale0", {"mark_mask": 0xFF000000, "priority": 6000}, routing)
-    assert f["level"] == "error" and f["fix"] == "priority", f
+    assert f["level"] == "error" and f["setting"] == "priority", f
     assert "5270" in f["message"] and "tailscale0" in f["message"] and "priority=90" in f["message"], f
 
 
@@ -96,4 +96,4 @@ def test_mwan3_and_tcp_fwmark_accept(monkeypatch, fwmark_accept):
     found = diagnostics.neighbour_findings(MAIN, ROUTING, fwmark_accept=fwmark_accept)
     assert [f["level"] for f in found] == (["warn", "ok"] if fwmark_accept else ["ok"]), found
     if fwmark_accept:
-        assert found[0]["fix"] == "fwmark_accept" and "fwmark_accept=0" in found[0]["message"], found
+        assert found[0]["setting"] == "fwmark_accept" and "fwmark_accept=0" in found[0]["message"], found

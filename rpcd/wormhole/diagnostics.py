@@ -136,7 +136,7 @@ def neighbour_findings(main, routing, fwmark_accept=False):
     if fwmark_accept and mwan3:
         out.append(_f("neighbours", "warn", MWAN3_ACCEPT_ADVICE % (
             mwan3[0]["priority"], mwan3[0]["fwmark"], "/%s" % mwan3[0]["fwmask"] if mwan3[0].get("fwmask") else ""),
-            fix="fwmark_accept"))
+            setting="fwmark_accept"))
     for fam, rule in foreign:
         bits = _rule_bits(rule)
         if not bits:
@@ -146,7 +146,7 @@ def neighbour_findings(main, routing, fwmark_accept=False):
             out.append(_f("neighbours", "error", "ip rule %s of another package (pbr, mwan3, Tailscale, ...) uses "
                           "mark bits %#010x, inside wormhole's main.mark_mask %#010x: its marks pick wormhole's "
                           "reply routes and wormhole's marks pick its policies; %s" % (
-                              _rule_text(fam, rule), used & mask, mask, NEIGHBOUR_MASK_FIX), fix="mark_mask"))
+                              _rule_text(fam, rule), used & mask, mask, NEIGHBOUR_MASK_FIX), setting="mark_mask"))
     routes = {(r["family"], r.get("uplink")): r for r in routing["routes"]}
     for rule in routing["rules"]:
         route = routes.get((rule["family"], rule.get("uplink")))
@@ -174,7 +174,7 @@ def neighbour_findings(main, routing, fwmark_accept=False):
                               ", ".join(_rule_text(rule["family"], r) for r in culprits[:3]) or "(none listed)",
                               "s" if len(culprits) == 1 else "", main["priority"],
                               "s" if len(culprits) == 1 else "", lowest, max(2, min(90, lowest - 2))),
-                          fix="priority"))
+                          setting="priority"))
             break
     if not any(x["level"] == "error" for x in out):
         prios = sorted({r.get("priority", 0) for _, r in foreign})
