@@ -4,8 +4,8 @@
 set -eu
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES="python3 nftables iptables iproute2 wireguard-go wireguard-tools openvpn openssl conntrack iputils-ping kmod chromium chromium-driver strace time"
-NEEDED_CMDS="/usr/bin/python3 nft iptables-restore ip6tables-restore ip wireguard-go wg openvpn openssl conntrack chromium chromedriver strace /usr/bin/time"
+APT_PACKAGES="python3 nftables iptables iproute2 wireguard-go wireguard-tools openvpn openssl conntrack iputils-ping kmod chromium chromium-driver strace time ipset"
+NEEDED_CMDS="/usr/bin/python3 nft iptables-restore ip6tables-restore ip wireguard-go wg openvpn openssl conntrack chromium chromedriver strace /usr/bin/time ipset"
 
 missing=""
 for c in $NEEDED_CMDS; do

@@ -36,6 +36,8 @@ def run(cfg):
         findings += _redirect_findings(cfg, ups)
         findings += offload_findings(facts.firewall_sections(), fw)
         findings += foreign_drop_findings(facts.foreign_filter_chains(), Marks(cfg.main["mark_mask"]))
+        if not any(x["check"] in ("ip-rule", "route") and x["level"] == "error" for x in findings):
+            findings += neighbour_findings(cfg.main, plan["routing"], fwmark_accept=facts.fwmark_accept() == "1")
     ok = not any(x["level"] == "error" for x in findings)
     return {"ok": ok, "backend": fw, "killswitch": facts.killswitch(ups), "findings": findings}
 
@@ -84,6 +86,128 @@ def foreign_drop_findings(chains, marks):
                       "accept` (only connections that came in by an uplink or a forward carry these bits), and "
                       "have the VPN re-add it whenever it rewrites its table (its up/connect hook)"
                       % (where, c["family"], c["table"], c["chain"], hexmark(bits))))
+    return out
+
+
+# --- other policy routers: pbr, mwan3, Tailscale, wg-quick ... ----------------------------
+#
+# They own mark bits, ip rules and tables too (docs/RECIPES.md, "Beside pbr/mwan3/Tailscale").
+# Two things break wormhole's replies: mark bits shared with another package (its marks then
+# pick wormhole's tables, or ours theirs), and a rule of theirs before ours that takes a
+# reply carrying our mark (Tailscale's `lookup 52` with an exit node, a pbr policy rule when
+# the reply carries that policy's mark too). The kernel is asked where such a reply goes.
+
+KERNEL_RULES = ((0, "local"), (32766, "main"), (32767, "default"))
+PROBES = {"ipv4": facts.PROBE4, "ipv6": facts.PROBE6}
+NEIGHBOUR_MASK_FIX = ("set main.mark_mask to bits no other package uses (`uci set wormhole.@wormhole[0].mark_mask="
+                      "0xff000000; uci commit wormhole; wormhole apply`: the default is clear of pbr's 0x00ff0000, "
+                      "mwan3's 0x3f00 and Tailscale's 0xff0000), or move the other package's mask")
+
+
+def _foreign_rules(main):
+    out = []
+    for fam in facts.families():
+        for rule in facts.ip_rules(fam):
+            if (rule.get("priority"), rule.get("table")) in KERNEL_RULES and not set(rule) - {"priority", "src", "table"}:
+                continue
+            if not facts.is_own_rule(rule, main):
+                out.append((fam, rule))
+    return out
+
+
+def _rule_bits(rule):
+    """(mark, mask) of a fwmark rule, None without one; no mask means the whole mark."""
+    if "fwmark" not in rule:
+        return None
+    try:
+        return int(rule["fwmark"], 16), int(rule.get("fwmask", "0xffffffff"), 16)
+    except ValueError:
+        return None
+
+
+def _rule_text(fam, rule):
+    parts = ["%s %s:" % (fam, rule.get("priority"))]
+    if rule.get("src", "all") != "all":
+        parts.append("from %s%s" % (rule["src"], "/%s" % rule["srclen"] if "srclen" in rule else ""))
+    if rule.get("iif"):
+        parts.append("iif %s" % rule["iif"])
+    if "fwmark" in rule:
+        parts.append("fwmark %s%s" % (rule["fwmark"], "/%s" % rule["fwmask"] if rule.get("fwmask") else ""))
+    parts.append("lookup %s" % rule["table"] if rule.get("table") else rule.get("action", "(no lookup)"))
+    return " ".join(parts)
+
+
+MWAN3_ACCEPT_ADVICE = (
+    "mwan3's ip rules are here (ipv4 %s: fwmark %s%s) and net.ipv4.tcp_fwmark_accept is 1: an accepted TCP "
+    "socket takes the whole mark of its SYN, and mwan3 marks a SYN to the router with its \"default\" bits "
+    "(its mask) after saving the uplink, so the socket's replies save \"default\" over the uplink mwan3 "
+    "recorded in conntrack for router services. Their replies still leave by the right uplink (wormhole's "
+    "rule comes first); to keep mwan3's record exact, turn it off (`uci set wormhole.@wormhole[0]."
+    "fwmark_accept=0; uci commit wormhole; wormhole apply`, and `sysctl -w net.ipv4.tcp_fwmark_accept=0` if "
+    "it was on before wormhole), at 10-20 %% of router services' throughput")
+
+
+def neighbour_findings(main, routing, fwmark_accept=False):
+    """Other packages' ip rules: their mark bits against main.mark_mask, and where the kernel
+    sends a reply that carries wormhole's uplink mark (alone, and with each foreign mark of a
+    rule before ours) compared with wormhole's own table for that uplink. With
+    tcp_fwmark_accept on beside mwan3 (its rule 2062, installed at every start), what that
+    does to mwan3's conntrack record (tests/test_lab_neighbours.py, mwan3)."""
+    foreign = _foreign_rules(main)
+    if not foreign:
+        return []
+    mask = main["mark_mask"]
+    out = []
+    mwan3 = [r for fam, r in foreign if fam == "ipv4" and r.get("priority") == 2062 and _rule_bits(r)]
+    if fwmark_accept and mwan3:
+        out.append(_f("neighbours", "warn", MWAN3_ACCEPT_ADVICE % (
+            mwan3[0]["priority"], mwan3[0]["fwmark"], "/%s" % mwan3[0]["fwmask"] if mwan3[0].get("fwmask") else ""),
+            setting="fwmark_accept"))
+    for fam, rule in foreign:
+        bits = _rule_bits(rule)
+        if not bits:
+            continue
+        used = bits[0] if bits[1] == 0xFFFFFFFF else bits[1]
+        if used & mask:
+            out.append(_f("neighbours", "error", "ip rule %s of another package (pbr, mwan3, Tailscale, ...) uses "
+                          "mark bits %#010x, inside wormhole's main.mark_mask %#010x: its marks pick wormhole's "
+                          "reply routes and wormhole's marks pick its policies; %s" % (
+                              _rule_text(fam, rule), used & mask, mask, NEIGHBOUR_MASK_FIX), setting="mark_mask"))
+    routes = {(r["family"], r.get("uplink")): r for r in routing["routes"]}
+    for rule in routing["rules"]:
+        route = routes.get((rule["family"], rule.get("uplink")))
+        if rule.get("iif") or rule.get("src") or rule["table"] == "main" or not route:
+            continue
+        ours = int(rule["fwmark"].split("/")[0], 16)
+        before = [r for f, r in foreign if f == rule["family"] and r.get("priority", 0) < rule["priority"] - 1]
+        probes = [(ours, None)]
+        for r in before:
+            bits = _rule_bits(r)
+            if bits and bits[0] and not bits[0] & mask:
+                probes.append((ours | bits[0], r))
+        for mark, theirs in probes:
+            got = (facts.route_get(PROBES[rule["family"]], ("mark", "0x%x" % mark)) or {}).get("dev")
+            if got == route["dev"]:
+                continue
+            culprits = [theirs] if theirs else before
+            lowest = min(r.get("priority", 0) for r in culprits) if culprits else main["priority"]
+            out.append(_f("neighbours", "error", "replies of connections that came in by %s (mark %#010x%s) are "
+                          "routed to %s, not out of %s: ip rule%s %s of another package come%s before wormhole's "
+                          "(main.priority %d) and take%s them; set main.priority below %d "
+                          "(`uci set wormhole.@wormhole[0].priority=%d; uci commit wormhole; wormhole apply`)" % (
+                              rule.get("uplink"), mark, " with that rule's mark" if theirs else "", got or "nowhere",
+                              route["dev"], "" if len(culprits) == 1 else "s",
+                              ", ".join(_rule_text(rule["family"], r) for r in culprits[:3]) or "(none listed)",
+                              "s" if len(culprits) == 1 else "", main["priority"],
+                              "s" if len(culprits) == 1 else "", lowest, max(2, min(90, lowest - 2))),
+                          setting="priority"))
+            break
+    if not any(x["level"] == "error" for x in out):
+        prios = sorted({r.get("priority", 0) for _, r in foreign})
+        shown = ", ".join(str(p) for p in prios[:12]) + (", ..." if len(prios) > 12 else "")
+        out.append(_f("neighbours", "ok", "ip rules of other packages (priorities %s) leave wormhole's replies alone: "
+                      "no mark bits inside main.mark_mask %#010x, and a reply with wormhole's mark leaves by its "
+                      "uplink" % (shown, mask)))
     return out
 
 

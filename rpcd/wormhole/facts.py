@@ -574,6 +574,17 @@ def _flag(fam):
     return "-4" if fam == "ipv4" else "-6"
 
 
+def ip_rules(fam):
+    """Every ip rule of a family (`ip -j rule show`, in-process when possible), by priority."""
+    rules = _ip(["ip", "-j", _flag(fam), "rule", "show"], lambda: rtnl.rules(fam)) or []
+    return sorted(rules, key=lambda r: r.get("priority", 0))
+
+
+def is_own_rule(rule, main):
+    """Whether a kernel ip rule is one of wormhole's (priority and uplink mask)."""
+    return _is_ours(rule, main, Marks(main["mark_mask"]))
+
+
 def _is_ours(rule, main, marks):
     pr = rule.get("priority")
     if pr not in (main["priority"] - 1, main["priority"], fallback_priority(main["priority"])):
