@@ -59,7 +59,9 @@ class Page:
                          "return !!(e && e.getClientRects().length);", css)
 
     def text(self, css):
-        return self.b.js("var e = document.querySelector(arguments[0]); return e ? e.innerText : null;", css)
+        """The text of an element as the page wrote it (textContent: a theme may restyle it,
+        e.g. bootstrap shows .label in capitals)."""
+        return self.b.js("var e = document.querySelector(arguments[0]); return e ? e.textContent : null;", css)
 
     def modal_open(self):
         return self.b.js("return document.body.classList.contains('modal-overlay-active')"
@@ -142,8 +144,15 @@ class Page:
     def remove_item(self, name, value, scope="#wh-modal"):
         """Click an item of a dynamic list: LuCI removes it."""
         self.field(name, scope)
-        items = self.b.find_all('%s .cbi-value[data-name="%s"] .item' % (scope, name))
-        self.b.click([i for i, v in zip(items, self.list_items(name, scope)) if v == value][0])
+        # a click event on the item, as upstream's handler reads it (a theme may draw the
+        # remove mark over the item, where WebDriver's hit test would refuse the click)
+        assert self.b.js("""var items = document.querySelectorAll(arguments[0] + ' .cbi-value[data-name="' + arguments[1] + '"] .item');
+			for (var i = 0; i < items.length; i++)
+				if (items[i].querySelector('input[type=hidden]').value === arguments[2]) {
+					items[i].dispatchEvent(new MouseEvent('click', { bubbles: true }));
+					return true;
+				}
+			return false;""", scope, name, value), "no item %s in %s" % (value, name)
 
     def list_items(self, name, scope="#wh-modal"):
         return self.b.js("""return Array.from(document.querySelectorAll(arguments[0] + ' .cbi-value[data-name="' +
@@ -193,7 +202,7 @@ class Page:
         return self.b.js("return {errors: window.__errors, alerts: window.__alerts}")
 
     def assert_clean(self):
-        assert self.problems() == {"errors": [], "alerts": []}
+        assert self.problems() == {"errors": [], "alerts": []}, self.problems()
 
     def screenshot(self, name):
         os.makedirs(SCREENSHOTS, exist_ok=True)

@@ -38,10 +38,10 @@ WWW = os.path.join(HERE, "www")
 # against the real thing by hand: CI has no copy of LuCI, and none is committed here.
 RUNTIME = os.environ.get("WORMHOLE_LUCI_RUNTIME") or None
 RUNTIME_THEME = os.environ.get("WORMHOLE_LUCI_THEME", "bootstrap")
-# What LuCI's runtime itself asks at start-up (luci-base's ACL grants it to every login),
-# answered as an empty router would: no pending uci changes, no features, no preload classes.
-RUNTIME_GROUPS = {"luci-base": {"description": "LuCI's runtime", "read": {"ubus": {
-    "uci": ["changes"], "luci": ["getFeatures"], "file": ["list"]}}}}
+# What LuCI's runtime itself asks at start-up (luci-base's ACL, which every LuCI login
+# holds), answered as an empty router would: no pending uci changes, no features, no
+# preload classes.
+RUNTIME_GRANTS = [("ubus", "uci", "changes"), ("ubus", "luci", "getFeatures"), ("ubus", "file", "list")]
 RUNTIME_REPLIES = {("uci", "changes"): {"changes": {}}, ("luci", "getFeatures"): {},
                    ("file", "list"): {"entries": []}}
 APP = os.path.join(support.REPO, "luci-app-wormhole")
@@ -73,7 +73,7 @@ class Session:
     def __init__(self, user, groups):
         self.user = user
         self.sid = secrets.token_hex(16)
-        self.grants = acl.grants_for(USERS[user], groups)
+        self.grants = acl.grants_for(USERS[user], groups) + (RUNTIME_GRANTS if RUNTIME else [])
 
     def allowed(self, scope, obj, fn):
         return acl.allowed(self.grants, scope, obj, fn)
@@ -247,8 +247,6 @@ class Host:
         self.root = str(root)
         self.pollinterval = pollinterval
         self.groups = acl.load_groups([ACL_DIR])
-        if RUNTIME:
-            self.groups.update(RUNTIME_GROUPS)
         self.sessions = {}
         self.users = {}
         for user in USERS:
@@ -336,8 +334,11 @@ def _load_menu(menu_dir):
 def _resource(rel):
     """The file serving /luci-static/resources/<rel>: the app's own, else the runtime's (the
     stand-in, or LuCI's own with WORMHOLE_LUCI_RUNTIME)."""
-    runtime = os.path.join(RUNTIME or WWW, "luci-static", "resources")
-    for base in (os.path.join(APP_HTDOCS, "luci-static", "resources"), runtime):
+    bases = [os.path.join(APP_HTDOCS, "luci-static", "resources")]
+    if RUNTIME:     # LuCI's own files; the stand-in's Status page (luci-mod-status's) stays
+        bases.append(os.path.join(RUNTIME, "luci-static", "resources"))
+    bases.append(os.path.join(WWW, "luci-static", "resources"))
+    for base in bases:
         path = os.path.realpath(os.path.join(base, rel))
         if path.startswith(os.path.realpath(base) + os.sep) and os.path.isfile(path):
             return path
