@@ -16,6 +16,13 @@ polled with a deadline until the client reaches them with replies from the WAN a
 a connection established before the event is an echo stream that must still answer
 afterwards, where the event leaves it able to (same addresses). The kill-switch is
 OpenVPN's pushed routes; every test starts with the failure without wormhole's rules.
+
+Both firewalls: on fw4 the lab's fw4 emulation loads the whole table with the include files;
+on fw3 the firewall is fw3's shape in iptables (tests/test_lab_redirects.fw3_firewall) and a
+start or reload then runs the `restore` includes the package's uci-defaults adds
+(/usr/share/wormhole/fw3-ipv4.rules / -ipv6.rules, `iptables-restore --noflush`), after
+deleting every rule of the built-in chains that carries fw3's `!fw3` comment tag, as fw3
+does on reload (wormhole's jumps carry `!fw3: wormhole`).
 """
 
 import contextlib
@@ -30,11 +37,13 @@ from tests.lab import netns
 from tests.lab.netns import LabError
 from tests.openwrt_sim import Router as SimRouter
 from tests.test_lab_openvpn import require_openvpn
+from tests.test_lab_redirects import fw3_firewall
 
 REPO = Path(__file__).resolve().parents[1]
 DEADLINE = 20.0          # seconds for the hook's background apply to land; polled, not asserted
+BACKENDS = ["fw4", "fw3"]
 CONFIG = """config wormhole 'main'
-\toption backend 'fw4'
+\toption backend '%s'
 
 config uplink 'wan'
 \toption device 'wan0'
@@ -59,12 +68,13 @@ class Device:
     """The lab's router as an OpenWrt device with the product installed (see the module text).
     root: the scratch root of a previous boot (its flash); /run and /tmp start empty."""
 
-    def __init__(self, lab, root=None):
+    def __init__(self, lab, backend="fw4", root=None):
         self.lab = lab
+        self.backend = backend
         if root is not None:
             for tmpfs in ("run", "tmp"):
                 shutil.rmtree(Path(root) / tmpfs, ignore_errors=True)
-        self.sim = SimRouter(lab.ns["router"], "fw4", root=root)
+        self.sim = SimRouter(lab.ns["router"], backend, root=root)
         if root is None:
             self._install()
 
@@ -79,15 +89,27 @@ class Device:
             shutil.copy2(REPO / "files" / rel, r / rel)
         shutil.copytree(REPO / "rpcd/wormhole", r / "usr/lib/wormhole/wormhole",
                         ignore=shutil.ignore_patterns("__pycache__"), dirs_exist_ok=True)
-        (r / "etc/config/wormhole").write_text(CONFIG)
+        (r / "etc/config/wormhole").write_text(CONFIG % self.backend)
         self.run("/etc/init.d/wormhole", "enable")
 
     def run(self, *argv, env=None):
         return self.sim.run(list(argv), env=env)
 
     def firewall_start(self):
-        """fw4 start/reload: the whole fw4 table with this root's include files."""
-        self.lab.fw4_reload(root=self.root)
+        """A firewall start or reload: fw4, the whole fw4 table with this root's include
+        files; fw3, its rules tagged `!fw3` removed, its shape loaded, then the includes."""
+        if self.backend == "fw4":
+            self.lab.fw4_reload(root=self.root)
+            return
+        for save, restore in (("iptables-save", "iptables-restore"), ("ip6tables-save", "ip6tables-restore")):
+            kept = [line for line in self.lab.run("router", [save]).stdout.splitlines()
+                    if not (line.startswith("-A ") and '"!fw3' in line)]
+            self.lab.run("router", [restore], input="\n".join(kept) + "\n")
+        fw3_firewall(self.lab, "router", trusted=[self.lab.dev("router", "lan")], mtu_fix=self.lab.mtu_fix)
+        for family, restore in (("ipv4", "iptables-restore"), ("ipv6", "ip6tables-restore")):
+            rules = self.root / ("usr/share/wormhole/fw3-%s.rules" % family)
+            if rules.exists():
+                self.lab.run("router", [restore, "--noflush"], input=rules.read_text())
 
     def init(self, action):
         self.run("/etc/init.d/wormhole", action)
@@ -138,12 +160,15 @@ def unreachable(lab):
 
 
 @contextlib.contextmanager
-def device_lab():
+def device_lab(backend="fw4"):
     require_openvpn()
     with openvpn.OpenVpnRouterLab() as lab:
         lab.tcp_server("router", 443, name="luci")
         lab.tcp_server("lan", 8096, name="jellyfin")
-        dev = Device(lab)
+        dev = Device(lab, backend)
+        if backend == "fw3":
+            dev.firewall_start()            # fw3's shape replaces the lab's fw4 table
+            assert unreachable(lab), "OpenVPN's routes should break the service first"
         try:
             assert unreachable(lab), "OpenVPN's routes should break the service first"
             dev.firewall_start()            # boot: firewall (19), netifd (20), wormhole (99)
@@ -210,15 +235,24 @@ def _netifd_restart(lab, dev):
     dev.netifd_up()
 
 
-def _fw4_reload(lab, dev):
+def _firewall_reload(lab, dev):
     dev.firewall_start()
 
 
-def _fw4_restart(lab, dev):
+def _firewall_restart(lab, dev):
     """fw4 restart: stop (fw4's table deleted; wormhole's ruleset-post table with it, as
-    `fw4 flush` does), then start with the include files."""
-    lab.run("router", ["nft", "delete", "table", "inet", "fw4"])
-    lab.run("router", ["nft", "delete", "table", "inet", "wormhole"])
+    `fw4 flush` does), then start with the include files. fw3 restart: stop flushes and
+    deletes every chain of every table (wormhole's too), then start."""
+    if dev.backend == "fw4":
+        lab.run("router", ["nft", "delete", "table", "inet", "fw4"])
+        lab.run("router", ["nft", "delete", "table", "inet", "wormhole"])
+    else:
+        for tool in ("iptables", "ip6tables"):
+            for table in ("filter", "nat", "mangle"):
+                if tool == "ip6tables" and table == "nat":
+                    continue
+                lab.run("router", [tool, "-t", table, "-F"])
+                lab.run("router", [tool, "-t", table, "-X"])
     assert unreachable(lab)
     dev.firewall_start()
 
@@ -233,17 +267,18 @@ EVENTS = {
     "wan-ifdown-ifup": (_wan_down_up, True),
     "vpn-ifdown-ifup": (_vpn_down_up, True),
     "netifd-restart": (_netifd_restart, True),
-    "fw4-reload": (_fw4_reload, True),
-    "fw4-restart": (_fw4_restart, True),
+    "firewall-reload": (_firewall_reload, True),
+    "firewall-restart": (_firewall_restart, True),
     "conntrack-flush": (_conntrack_flush, True),
 }
 
 
 @pytest.mark.lab
+@pytest.mark.parametrize("backend", BACKENDS)
 @pytest.mark.parametrize("event", sorted(EVENTS))
-def test_everything_works_again_after(event):
+def test_everything_works_again_after(event, backend):
     action, survives = EVENTS[event]
-    with device_lab() as (lab, dev):
+    with device_lab(backend) as (lab, dev):
         live = streams(lab)
         action(lab, dev)
         wait_reachable(lab, event)
@@ -252,11 +287,12 @@ def test_everything_works_again_after(event):
 
 
 @pytest.mark.lab
-def test_dhcp_renew_with_a_new_gateway():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_dhcp_renew_with_a_new_gateway(backend):
     """The ISP moves the WAN gateway (DHCP renew: new router address, old one gone);
     netifd replaces the default route and sends ifupdate. wormhole's table 4091 must follow:
     its old gateway no longer answers."""
-    with device_lab() as (lab, dev):
+    with device_lab(backend) as (lab, dev):
         live = streams(lab)
         new_gw = "192.0.2.14"
         # (in this order: deleting a primary address takes its secondaries with it)
@@ -273,11 +309,12 @@ def test_dhcp_renew_with_a_new_gateway():
 
 
 @pytest.mark.lab
-def test_reboot():
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_reboot(backend):
     """A fresh boot: new namespaces, the flash (config, init links, include files) kept,
     /run and /tmp empty; the firewall starts with the include files, netifd's ifup events
     come before wormhole's init (START=99) runs, and the init runs too."""
-    with device_lab() as (lab, dev):
+    with device_lab(backend) as (lab, dev):
         flash = dev.root
         dev.sim.base = Path("/nonexistent")       # keep the flash past this boot's close()
     require_openvpn()
@@ -285,8 +322,9 @@ def test_reboot():
         with openvpn.OpenVpnRouterLab() as lab:
             lab.tcp_server("router", 443, name="luci")
             lab.tcp_server("lan", 8096, name="jellyfin")
-            dev = Device(lab, root=flash)
-            assert unreachable(lab)
+            dev = Device(lab, backend, root=flash)
+            if backend == "fw4":
+                assert unreachable(lab)
             dev.firewall_start()
             dev.netifd_up()
             dev.init("boot")

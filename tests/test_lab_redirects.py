@@ -47,7 +47,7 @@ def fw3_firewall(lab, host, trusted=(), mtu_fix=False):
     With mtu_fix (as the lab's fw4 has it: on for the router, off for the gateway), the wan
     zone's clamp as fw3 writes it: egress and, since firewall3 e9b90df, ingress
     (`--clamp-mss-to-pmtu`, whose route back toward the source ignores the mark)."""
-    lab.run(host, ["nft", "delete", "table", "inet", "fw4"])
+    lab.run(host, ["nft", "delete", "table", "inet", "fw4"], check=False)     # gone already on a reload
     tunnel = lab.wg[host].name if host in lab.wg else None
     wan = [o["device"] for o in lab.uplinks(host).values() if o.get("device") not in (None, tunnel)]
     mtu_fix = ["*mangle"] + ["-A FORWARD -%s %s -p tcp -m tcp --tcp-flags SYN,RST SYN -m comment --comment "
