@@ -37,7 +37,7 @@ def run(cfg):
         findings += offload_findings(facts.firewall_sections(), fw)
         findings += foreign_drop_findings(facts.foreign_filter_chains(), Marks(cfg.main["mark_mask"]))
         if not any(x["check"] in ("ip-rule", "route") and x["level"] == "error" for x in findings):
-            findings += neighbour_findings(cfg.main, plan["routing"], fwmark_accept=facts.fwmark_accept() == "1")
+            findings += neighbour_findings(cfg.main, plan["routing"])
     ok = not any(x["level"] == "error" for x in findings)
     return {"ok": ok, "backend": fw, "killswitch": facts.killswitch(ups), "findings": findings}
 
@@ -137,32 +137,15 @@ def _rule_text(fam, rule):
     return " ".join(parts)
 
 
-MWAN3_ACCEPT_ADVICE = (
-    "mwan3's ip rules are here (ipv4 %s: fwmark %s%s) and net.ipv4.tcp_fwmark_accept is 1: an accepted TCP "
-    "socket takes the whole mark of its SYN, and mwan3 marks a SYN to the router with its \"default\" bits "
-    "(its mask) after saving the uplink, so the socket's replies save \"default\" over the uplink mwan3 "
-    "recorded in conntrack for router services. Their replies still leave by the right uplink (wormhole's "
-    "rule comes first); to keep mwan3's record exact, turn it off (`uci set wormhole.@wormhole[0]."
-    "fwmark_accept=0; uci commit wormhole; wormhole apply`, and `sysctl -w net.ipv4.tcp_fwmark_accept=0` if "
-    "it was on before wormhole), at 10-20 %% of router services' throughput")
-
-
-def neighbour_findings(main, routing, fwmark_accept=False):
+def neighbour_findings(main, routing):
     """Other packages' ip rules: their mark bits against main.mark_mask, and where the kernel
     sends a reply that carries wormhole's uplink mark (alone, and with each foreign mark of a
-    rule before ours) compared with wormhole's own table for that uplink. With
-    tcp_fwmark_accept on beside mwan3 (its rule 2062, installed at every start), what that
-    does to mwan3's conntrack record (tests/test_lab_neighbours.py, mwan3)."""
+    rule before ours) compared with wormhole's own table for that uplink."""
     foreign = _foreign_rules(main)
     if not foreign:
         return []
     mask = main["mark_mask"]
     out = []
-    mwan3 = [r for fam, r in foreign if fam == "ipv4" and r.get("priority") == 2062 and _rule_bits(r)]
-    if fwmark_accept and mwan3:
-        out.append(_f("neighbours", "warn", MWAN3_ACCEPT_ADVICE % (
-            mwan3[0]["priority"], mwan3[0]["fwmark"], "/%s" % mwan3[0]["fwmask"] if mwan3[0].get("fwmask") else ""),
-            setting="fwmark_accept"))
     for fam, rule in foreign:
         bits = _rule_bits(rule)
         if not bits:

@@ -187,6 +187,12 @@ def _add_entry(m, e, uplink):
             m.inbound.setdefault(uplink, []).append(Element(fam, proto, r["src_dport"], e))
 
 
+def router_tcp_services(m):
+    """Whether some exemption admits TCP to the router itself (an accepted socket then takes
+    its SYN's mark under net.ipv4.tcp_fwmark_accept, which wormhole sets, or a user did)."""
+    return any(el.proto == "tcp" and el.entry.type == "exemption" for els in m.inbound.values() for el in els)
+
+
 def client_families(r):
     """The IP versions an exemption's elements cover: its family, narrowed by an allowlist
     to the versions the allowlist names (an IPv4-only allowlist admits no IPv6 client)."""
