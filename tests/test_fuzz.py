@@ -165,6 +165,12 @@ def check_plan(checker, plan, fw):
 
 
 _COMMENT = re.compile(r'comment "[^"]*"')
+# The one mark that clears bits (render/nft.py, mangle_input): only on a SYN to the router
+# of a connection wormhole marked, keeping exactly the bits of mark_mask.
+_SOCKET_MARK = re.compile(r"tcp flags & \(syn \| ack\) == syn ct mark & 0x[0-9a-f]{8} != 0x00000000 "
+                          r"meta mark set meta mark & 0x[0-9a-f]{8}")
+_IPT_SOCKET_MARK = re.compile(r"-A WORMHOLE_IN -p tcp -m tcp --tcp-flags SYN,ACK SYN -m connmark ! --mark "
+                              r"0x0/0x[0-9a-f]{8} -m comment +-j MARK --set-xmark 0x0/0x[0-9a-f]{8}")
 
 
 def nft_holes(text):
@@ -182,7 +188,8 @@ def nft_holes(text):
             out.append("verdict outside a policy: %r" % raw)
         if "ct mark set" in line and not (chain or "").startswith(("mark_", "redirect_")):
             out.append("ct mark set in chain %s: %r" % (chain, raw))
-        if "meta mark set" in line and not (chain or "").startswith("restore_"):
+        if "meta mark set" in line and not ((chain or "").startswith("restore_") or (
+                chain == "mangle_input" and _SOCKET_MARK.fullmatch(line))):
             out.append("meta mark set in chain %s: %r" % (chain, raw))
         if "@in_" in line and not line.startswith("ct state new iifname "):
             out.append("inbound map reached without ct state new + iifname: %r" % raw)
@@ -210,6 +217,8 @@ def ipt_holes(text):
             out.append("accept outside the flag rules (%s): %r" % (table, line))
         if re.search(r"-j (DROP|REJECT)", bare):
             out.append("drop/reject: %r" % line)
+        if re.search(r"-j MARK\b", bare) and not _IPT_SOCKET_MARK.fullmatch(bare.strip()):
+            out.append("packet mark set outside the socket-mark rule: %r" % line)
         if "CONNMARK --set-xmark" in bare and not (
                 bare.startswith("-A WORMHOLE_NEW -i ") or bare.startswith("-A WORMHOLE_DNAT -i ")):
             out.append("mark set outside new inbound connections: %r" % line)
