@@ -254,3 +254,33 @@ def test_the_router_package_has_no_uci_file_backend(dist, tmp_path):
     users = [p for p in glob.glob(os.path.join(support.REPO, "rpcd", "wormhole", "**", "*.py"), recursive=True)
              if re.search(r"^from \.syntax import|^from \.+uci\.syntax import|import syntax", open(p).read(), re.M)]
     assert [os.path.relpath(p, support.REPO) for p in users] == ["rpcd/wormhole/uci/filebackend.py"]
+
+
+# --- tools/python_footprint.py: OpenWrt's python3 file rules (no compiling, no stripping) ---
+
+import python_footprint  # noqa: E402
+
+
+@pytest.mark.parametrize("version", sorted(python_footprint.RULES))
+@pytest.mark.parametrize("path, package", [
+    ("os.py", "python3-base"),
+    ("encodings/utf_8.py", "python3-base"),
+    ("_sysconfigdata__linux_x86_64-linux-gnu.py", "python3-base"),
+    ("json/decoder.py", "python3-light"),
+    ("lib-dynload/_socket.cpython-311-x86_64-linux-gnu.so", "python3-light"),
+    ("lib-dynload/_asyncio.cpython-311-x86_64-linux-gnu.so", "python3-light"),
+    ("logging/__init__.py", "python3-logging"),
+    ("email/message.py", "python3-email"),
+    ("lib-dynload/_ssl.cpython-311-x86_64-linux-gnu.so", "python3-openssl"),
+    ("config-3.11-x86_64-linux-gnu/Makefile", "python3-dev"),
+    ("tkinter/__init__.py", None),
+])
+def test_python_footprint_assigns_files_like_openwrt(version, path, package):
+    assert python_footprint.package_of(path, python_footprint.RULES[version]) == package
+
+
+@pytest.mark.skipif(sys.version_info[:2] not in python_footprint.RULES,
+                    reason="OpenWrt's python3 rules are written down for 3.11 (24.10) and 3.13 (25.12)")
+def test_python3_light_holds_every_stdlib_module_the_backend_imports():
+    # wormhole depends on python3-light alone: an import of logging, email, asyncio... would fail on a router
+    assert python_footprint.imports_outside_light(python_footprint.RULES[sys.version_info[:2]]) == {}
