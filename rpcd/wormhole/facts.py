@@ -102,15 +102,19 @@ def parse_netifd_dump(dump):
     return out
 
 
-def network_names(cfg):
+_UNREAD = object()
+
+
+def network_names(cfg, netifd=_UNREAD):
     """The netifd interfaces an entry could be bound to (what a page offers as uplinks),
-    plus the ones the config names: sorted, without loopback."""
-    names = set(netifd_interfaces() or {}) | set(cfg.uplink_names())
+    plus the ones the config names: sorted, without loopback. `netifd`: a dump already
+    read (netifd_interfaces()), so one poll asks netifd once."""
+    names = set((netifd_interfaces() if netifd is _UNREAD else netifd) or {}) | set(cfg.uplink_names())
     return sorted(names - {"loopback"})
 
 
-def uplinks(cfg):
-    netifd = netifd_interfaces() or {}
+def uplinks(cfg, netifd=_UNREAD):
+    netifd = (netifd_interfaces() if netifd is _UNREAD else netifd) or {}
     reflected = {e.uplink for e in cfg.active("redirect") if e.rec["reflection"] and e.rec["dest_ip"].version == 4}
     out = {}
     for name in cfg.uplink_names():
@@ -262,8 +266,7 @@ def _marked_capture(devices):
     unmarked probes leave by the uplink, but traffic the firewall marks does not. Ask the
     kernel where each fwmark rule's traffic goes, with that mark."""
     for fam, probe in (("ipv4", PROBE4), ("ipv6", PROBE6)):
-        rules = _ip(["ip", "-j", _flag(fam), "rule", "show"], lambda: rtnl.rules(fam)) or []
-        for rule in sorted(rules, key=lambda r: r.get("priority", 0)):
+        for rule in ip_rules(fam):
             if "fwmark" not in rule or rule.get("iif") or rule.get("src", "all") != "all":
                 continue
             mark = int(rule["fwmark"], 16)
@@ -575,7 +578,8 @@ def _flag(fam):
 
 
 def ip_rules(fam):
-    """Every ip rule of a family (`ip -j rule show`, in-process when possible), by priority."""
+    """Every ip rule of a family, by priority: in-process over rtnetlink, `ip -j rule show`
+    only if that fails (4 tools fewer per apply)."""
     rules = _ip(["ip", "-j", _flag(fam), "rule", "show"], lambda: rtnl.rules(fam)) or []
     return sorted(rules, key=lambda r: r.get("priority", 0))
 
@@ -605,9 +609,7 @@ def routing_snapshot(main):
     tables.update(t for t in recorded.get("tables", []) if isinstance(t, int))
     recorded_rules = [{k: r[k] for k in RULE_KEYS if k in r} for r in recorded.get("rules", [])]
     for fam in families():
-        # in-process over rtnetlink, `ip -j` only if that fails: 4 tools fewer per apply
-        rules = _ip(["ip", "-j", _flag(fam), "rule", "show"], lambda: rtnl.rules(fam))
-        for rule in rules or []:
+        for rule in ip_rules(fam):
             if _is_ours(rule, main, marks) or _rule_from_kernel(rule, fam) in recorded_rules:
                 snap["rules"].append(_rule_from_kernel(rule, fam))
         routes = _ip(["ip", "-j", _flag(fam), "route", "show", "table", "all"], lambda: rtnl.routes(fam))

@@ -47,16 +47,18 @@ def list_entries(args):
     if not with_status:
         _readable(cfg)
     fw = facts.backend(cfg)
-    ups = facts.uplinks(cfg) if cfg.active() or with_status else {}
+    uplinks_needed = bool(cfg.active()) or with_status
+    netifd = facts.netifd_interfaces() if uplinks_needed else None
+    ups = facts.uplinks(cfg, netifd) if uplinks_needed else {}
     ks = facts.killswitch(ups) if ups or with_status else {"active": False}
+    last = state.last_apply()
     out = {"exemptions": [], "redirects": []}
     if not cfg.error:
         counters = facts.nft_counters() if fw == "fw4" and cfg.main["enabled"] else {}
-        last = state.last_apply()
         for e in cfg.entries:
             out[e.kind.plural].append(_listed(e, cfg, ups, ks, counters, fw, last))
     if with_status:
-        out["status"] = _status_view(cfg, fw, ups, ks)
+        out["status"] = _status_view(cfg, fw, ups, ks, last, facts.network_names(cfg, netifd))
     return out
 
 
@@ -107,13 +109,15 @@ def _status(e, cfg, ups, ks, counters, fw, last):
 
 def status(args):
     cfg = config.load()
-    ups = facts.uplinks(cfg)
-    return _status_view(cfg, facts.backend(cfg), ups, facts.killswitch(ups))
+    netifd = facts.netifd_interfaces()
+    ups = facts.uplinks(cfg, netifd)
+    return _status_view(cfg, facts.backend(cfg), ups, facts.killswitch(ups), state.last_apply(),
+                        facts.network_names(cfg, netifd))
 
 
-def _status_view(cfg, fw, ups, ks):
+def _status_view(cfg, fw, ups, ks, last, networks):
     previous = state.applied().get("uplink_index", {})
-    last = state.last_apply() or {"ok": None, "time": None, "error": None}
+    last = last or {"ok": None, "time": None, "error": None}
     warnings = config_warnings(cfg) + _sysctl_warnings(cfg, ups) + _redirect_warnings(cfg, ups)
     uplinks = []
     for name, u in sorted(ups.items()):
@@ -127,7 +131,7 @@ def _status_view(cfg, fw, ups, ks):
         "settings": _settings_view(cfg.main),
         "killswitch": ks,
         "uplinks": uplinks,
-        "networks": facts.network_names(cfg),
+        "networks": networks,
         "last_apply": {"ok": last.get("ok"), "time": last.get("time"), "error": last.get("error")},
         "counts": {"exemptions": len(cfg.exemptions()), "redirects": len(cfg.redirects()),
                    "active": len(cfg.active()), "errors": len([e for e in cfg.entries if not e.valid])},
